@@ -1,0 +1,25 @@
+"""nqs-engine: a JAX-native, differentiable engine for the Noisy Quadratic System loss model.
+
+The public API is this file: everything a user needs is re-exported here.
+Nothing here changes global JAX settings; enable float64 in your own script with
+``jax.config.update("jax_enable_x64", True)`` before creating arrays.
+"""
+
+import importlib.metadata
+
+from ._params import DEFAULT_LR as DEFAULT_LR
+from ._params import PARAM_NAMES as PARAM_NAMES
+from ._params import PRESETS as PRESETS
+from ._params import NQSParams as NQSParams
+from ._params import check_params as check_params
+from ._params import preset as preset
+from ._quadrature import SumRule as SumRule
+from ._quadrature import hurwitz_zeta as hurwitz_zeta
+from ._quadrature import sum_directions as sum_directions
+from ._risk import RiskBreakdown as RiskBreakdown
+from ._risk import risk as risk
+
+try:
+    __version__ = importlib.metadata.version("nqs-engine")
+except importlib.metadata.PackageNotFoundError:  # running from a source tree
+    __version__ = "0.0.0+unknown"

@@ -1,0 +1,306 @@
+r"""The NQS expected risk: closed form per direction, summed over N directions.
+
+For a schedule of segments $s = 1..S$ with step sizes $\gamma_s$, batch sizes
+$B_s$ and step counts $k_s$, direction $n$ starts from $b = 1$, $v = 0$ and, with
+$a_s = 1 - \gamma_s\lambda_n$,
+
+$$b \leftarrow b\,a_s^{2k_s}, \qquad
+  v \leftarrow v\,a_s^{2k_s} + \frac{\gamma_s^2}{B_s}\,\frac{1 - a_s^{2k_s}}{1 - a_s^2}.$$
+
+Everything is evaluated without cancellation: with $x = \gamma\lambda$,
+$L = \log|1 - x|$ (by `log1p` for small $x$) and $y = 2kL$,
+
+$$a^{2k} = e^{y}, \qquad
+  \frac{1 - a^{2k}}{1 - a^2} = 2k\,\frac{\operatorname{expm1}(y)}{y}\,
+  \frac{L}{-x}\,\frac{1}{2 - x},$$
+
+each factor being a bounded function with its exact limit at $x \to 0$ or $y \to 0$.
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._custom_types import FloatArray, RealLike
+from ._params import DEFAULT_LR, PARAM_NAMES, NQSParams
+from ._quadrature import SumRule, hurwitz_zeta, sum_directions
+
+
+class RiskBreakdown(eqx.Module):
+    r"""The NQS expected risk and its four terms, all of one broadcast shape.
+
+    $L = e_{irr} + e_{appx} + e_{bias} + e_{var}$ with
+
+    - `irreducible` $= e_{irr}$;
+    - `approximation` $= \tfrac12 P\,\zeta(p, N + 1)$, the directions $n > N$ that
+      a model of size $N$ cannot move;
+    - `bias` $= \sum_{n \le N} \tfrac12 P n^{-p}\, b_n$, the initial excess risk not yet
+      optimised away;
+    - `variance` $= \sum_{n \le N} \tfrac12 \lambda_n R n^{-r}\, v_n$, the excess risk
+      from gradient noise;
+    - `total` $= L$.
+
+    **Example:**
+
+    >>> import nqs_engine as nqs
+    >>> params, lr = nqs.preset("pythia-owt2")
+    >>> out = nqs.risk(params, N=1e8, B=256, K=10_000)
+    >>> bool(abs(out.total - (out.irreducible + out.approximation + out.bias + out.variance)) < 1e-5)
+    True
+    """
+
+    irreducible: FloatArray
+    approximation: FloatArray
+    bias: FloatArray
+    variance: FloatArray
+    total: FloatArray
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The broadcast shape of the configurations evaluated."""
+        return self.total.shape
+
+
+# ---------------------------------------------------------------------------
+# Cancellation-free building blocks (safe at x = 0, y = 0 and at x = 1).
+# ---------------------------------------------------------------------------
+
+
+def _log_abs_one_minus(x):
+    r"""$\log|1 - x|$: `log1p(-x)` for $x < 1/2$, where $1 - x$ would lose digits."""
+    tiny = jnp.finfo(x.dtype).tiny
+    small = x < 0.5
+    near = jnp.log1p(-jnp.where(small, x, 0))
+    far = jnp.log(jnp.maximum(jnp.abs(1 - jnp.where(small, 2, x)), tiny))
+    return jnp.where(small, near, far)
+
+
+def _exprel(y):
+    r"""$(e^y - 1)/y$, equal to 1 at $y = 0$."""
+    tiny = jnp.finfo(y.dtype).tiny
+    ok = jnp.abs(y) > tiny
+    y_safe = jnp.where(ok, y, 1)
+    return jnp.where(ok, jnp.expm1(y_safe) / y_safe, 1)
+
+
+def _neg_ratio(L, x):
+    r"""$L / (-x)$ with $L = \log|1 - x|$, equal to 1 at $x = 0$."""
+    tiny = jnp.finfo(x.dtype).tiny
+    ok = x > tiny
+    return jnp.where(ok, L / -jnp.where(ok, x, 1), 1)
+
+
+def _direction_terms(u, tail, theta, lrs, batches, steps, term):
+    r"""`term` ("bias" or "variance") of direction $n = e^u$ after the segments.
+
+    With `tail=True` returns the term times $n$ (the integrand in $\log n$) and
+    assumes $0 < \gamma_s\lambda_n < 1$, which [`risk`][] checks for the tail: then
+    $\log|1 - x|$ is `log1p(-x)` and $(1 - a^{2k})/(1 - a^2) = -\mathrm{expm1}(y)/(x(2 - x))$
+    holds with no select (clamping $x$ at the smallest normal number keeps the
+    ratio at its limit $k$ should $x$ underflow).
+    """
+    p, q, P, Q, _, R, r = theta
+    shift = 1 if tail else 0
+    lam = jnp.exp(jnp.log(Q) - q * u)
+    log_b = jnp.zeros_like(u)
+    v = jnp.zeros_like(u)
+    for lr, batch, k in zip(lrs, batches, steps):  # static number of segments
+        x = lr * lam
+        if tail:
+            x = jnp.maximum(x, jnp.finfo(x.dtype).tiny)
+            L = jnp.log1p(-x)
+        else:
+            L = _log_abs_one_minus(x)
+        y = 2 * k * L
+        log_b = log_b + y
+        if term == "variance":
+            if tail:
+                fresh = (lr * lr / batch) * (-jnp.expm1(y)) / (x * (2 - x))
+            else:
+                fresh = (lr * lr / batch) * (2 * k) * _exprel(y) * _neg_ratio(L, x) / (2 - x)
+            v = v * jnp.exp(y) + fresh
+    if term == "bias":
+        return 0.5 * P * jnp.exp(log_b - (p - shift) * u)
+    return 0.5 * R * jnp.exp(jnp.log(Q) - (q + r - shift) * u) * v
+
+
+def _config_sum(theta, N, lrs, batches, steps, rule, term):
+    """One configuration's bias or variance sum (a scalar); segments are 1-D arrays."""
+    segments = [(lrs[i], batches[i], steps[i]) for i in range(lrs.shape[0])]
+    lr_s, b_s, k_s = zip(*segments)
+    return sum_directions(
+        lambda u, tail: _direction_terms(u, tail, theta, lr_s, b_s, k_s, term), N, rule
+    )
+
+
+def _to_float_array(x, name):
+    if isinstance(x, jax.Array):
+        if jnp.issubdtype(x.dtype, jnp.floating):
+            return x
+        if jnp.issubdtype(x.dtype, jnp.integer) or x.dtype == bool:
+            return x.astype(jnp.result_type(float))
+        raise ValueError(f"{name} must be real-valued, got dtype {x.dtype}")
+    try:
+        arr = np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a real number or array, got {x!r}") from None
+    return jnp.asarray(arr, dtype=jnp.result_type(float))
+
+
+def _check_values(theta, N, lrs, batches, steps, rule):
+    """`eqx.error_if` checks of the model's domain; returns N so the checks stay live."""
+    p, q, P, Q, e_irr, R, r = theta
+    fin = jnp.isfinite
+    checks = [
+        (~fin(p) | (p <= 1), "NQS parameter p must be > 1 (the tail sum must converge)"),
+        (~fin(q) | (q <= 0), "NQS parameter q must be > 0"),
+        (~fin(P) | (P <= 0), "NQS parameter P must be > 0"),
+        (~fin(Q) | (Q <= 0), "NQS parameter Q must be > 0"),
+        (~fin(e_irr) | (e_irr < 0), "NQS parameter e_irr must be >= 0"),
+        (~fin(R) | (R <= 0), "NQS parameter R must be > 0"),
+        (~fin(r), "NQS parameter r must be finite"),
+        (~fin(N) | (N < 1), "N (model size) must be a finite number >= 1"),
+        (jnp.any(~fin(batches) | (batches <= 0), axis=-1), "B (batch size) must be finite and > 0"),
+        (jnp.any(~fin(steps) | (steps < 0), axis=-1), "K (steps) must be finite and >= 0"),
+        (jnp.any(~fin(lrs) | (lrs <= 0), axis=-1), "lr (step size) must be finite and > 0"),
+    ]
+    for pred, msg in checks:
+        N = eqx.error_if(N, pred, msg)
+    lr_max = jnp.max(lrs, axis=-1)
+    N = eqx.error_if(
+        N,
+        lr_max * Q >= 2,
+        "step size diverges: lr * Q >= 2, so |1 - lr * lambda_1| >= 1 and SGD blows up "
+        "in the top direction",
+    )
+    # The summand has a kink where lr * lambda_n = 1; the quadrature tail must not reach it.
+    edge = (rule.head - rule.order) / 2
+    N = eqx.error_if(
+        N,
+        lr_max * Q * jnp.exp(-q * np.log(edge)) >= 1,
+        f"q is too small for the quadrature rule: the direction where lr * lambda_n = 1 lies "
+        f"beyond n = {edge:g}; pass rule=SumRule(head=...) with a larger head",
+    )
+    return N
+
+
+@eqx.filter_jit
+def _term_sums(theta, N, lrs, batches, steps, rule, batch_size, term):
+    """Sum of one risk term over directions for flat arrays of configurations.
+
+    theta (7, C), N (C,), segments (C, S). Each term is its own compiled program
+    with a single reduction per configuration: XLA's CPU backend fuses such a
+    reduction with everything that feeds it, whereas two reductions sharing their
+    producers force those producers into memory (several times slower).
+    """
+    N = _check_values(theta, N, lrs, batches, steps, rule)
+
+    def one(args):
+        th, n, lr, b, k = args
+        return _config_sum(tuple(th), n, lr, b, k, rule, term)
+
+    return jax.lax.map(one, (theta.T, N, lrs, batches, steps), batch_size=batch_size)
+
+
+@eqx.filter_jit
+def _approximation(p, P, N, rule):
+    return 0.5 * P * hurwitz_zeta(p, N + 1, terms=rule.head)
+
+
+def _risk_segments(theta, N, lrs, batches, steps, rule, batch_size):
+    """The five risk terms (5, C) for flat arrays of configurations."""
+    bias = _term_sums(theta, N, lrs, batches, steps, rule, batch_size, "bias")
+    variance = _term_sums(theta, N, lrs, batches, steps, rule, batch_size, "variance")
+    e_irr = theta[4]
+    approx = _approximation(theta[0], theta[2], N, rule)
+    return jnp.stack([e_irr, approx, bias, variance, e_irr + approx + bias + variance])
+
+
+def risk(
+    params: NQSParams,
+    N: RealLike,
+    B: RealLike,
+    K: RealLike,
+    *,
+    lr: RealLike = DEFAULT_LR,
+    rule: SumRule = SumRule(),
+    chunk: int = 2048,
+) -> RiskBreakdown:
+    r"""The NQS expected risk after $K$ SGD steps at batch size $B$ on a model of size $N$.
+
+    For a constant schedule (step size $\gamma$ = `lr`, batch $B$, $K$ steps), with
+    $\lambda_n = Q n^{-q}$ and $a_n = 1 - \gamma\lambda_n$:
+
+    $$L = e_{irr} + \tfrac12 P\,\zeta(p, N+1)
+       + \sum_{n=1}^{N} \tfrac12 P n^{-p} a_n^{2K}
+       + \sum_{n=1}^{N} \tfrac12 \lambda_n R n^{-r}\,\frac{\gamma^2}{B}\,
+         \frac{1 - a_n^{2K}}{1 - a_n^2}.$$
+
+    Sums over $N$ up to $10^{12}$ directions are taken by [`nqs_engine.SumRule`][]
+    (an exact head and a quadrature tail); relative error near 1e-12 in float64
+    and 1e-6 in float32. $N$, $B$, $K$ are treated as continuous, so `jax.grad`
+    and `jax.jacfwd` give derivatives in all of them and in every parameter
+    (for $N <$ `rule.head` the sum is over $n \le \lfloor N \rfloor$).
+
+    **Arguments:**
+
+    - `params`: the [`nqs_engine.NQSParams`][]; its fields may carry batch shapes.
+    - `N`, `B`, `K`: model size (directions), batch size, steps. Arrays broadcast
+      against each other, against the fields of `params` and against `lr`.
+    - `lr`: peak step size $\gamma_0$ (default 1.999).
+    - `rule`: the quadrature structure (static).
+    - `chunk`: configurations evaluated together; bounds memory for huge grids.
+
+    **Returns:** a [`nqs_engine.RiskBreakdown`][] of the broadcast shape.
+
+    Out-of-domain values raise (through `eqx.error_if`, also under `jit` and
+    `vmap`) an error naming the parameter and its range, as does a diverging step
+    size ($\gamma Q \ge 2$). The computation runs in the floating dtype of the
+    inputs: float32 unless the caller enabled `jax_enable_x64`.
+
+    **Example:**
+
+    >>> import jax, jax.numpy as jnp
+    >>> import nqs_engine as nqs
+    >>> params, lr = nqs.preset("pythia-owt2")
+    >>> out = nqs.risk(params, N=jnp.array([1e7, 1e8]), B=256, K=10_000, lr=lr)
+    >>> out.total.shape
+    (2,)
+    >>> bool(out.total[1] < out.total[0])   # a bigger model reaches a lower loss
+    True
+    >>> dL_dN = jax.grad(lambda n: nqs.risk(params, n, 256.0, 1e4).total)(1e8)
+    >>> bool(dL_dN < 0)
+    True
+    """
+    if not isinstance(params, NQSParams):
+        raise TypeError(f"params must be an NQSParams, got {type(params).__name__}")
+    if not isinstance(rule, SumRule):
+        raise TypeError(f"rule must be a SumRule, got {type(rule).__name__}")
+    fields = [_to_float_array(getattr(params, n), f"params.{n}") for n in PARAM_NAMES]
+    N, B, K, lr = (
+        _to_float_array(v, name) for v, name in ((N, "N"), (B, "B"), (K, "K"), (lr, "lr"))
+    )
+    arrays = [*fields, N, B, K, lr]
+    dtype = jnp.result_type(*arrays)
+    try:
+        shape = np.broadcast_shapes(*(a.shape for a in arrays))
+    except ValueError:
+        desc = ", ".join(
+            f"{name}{a.shape}" for name, a in zip([*PARAM_NAMES, "N", "B", "K", "lr"], arrays)
+        )
+        raise ValueError(f"N, B, K, lr and the parameters must broadcast; got {desc}") from None
+    flat = [jnp.broadcast_to(a.astype(dtype), shape).reshape(-1) for a in arrays]
+    theta = jnp.stack(flat[:7])
+    N_f, B_f, K_f, lr_f = flat[7:]
+    size = int(np.prod(shape, dtype=np.int64))
+    out = _risk_segments(
+        theta, N_f, lr_f[:, None], B_f[:, None], K_f[:, None], rule, max(1, min(chunk, size))
+    )
+    out = out.reshape((5, *shape))
+    return RiskBreakdown(*out)
+
+
+__all__ = ["RiskBreakdown", "risk"]
