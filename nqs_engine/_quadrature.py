@@ -1,4 +1,4 @@
-"""Sums over up to 1e12 directions: an exact head plus a quadrature tail.
+r"""Sums over up to 1e12 directions: an exact head plus a quadrature tail.
 
 A sum $\sum_{n=1}^{N} f(n)$ of a smooth summand is split into
 

@@ -69,13 +69,42 @@ class RiskBreakdown(eqx.Module):
 # ---------------------------------------------------------------------------
 
 
-def _log_abs_one_minus(x):
-    r"""$\log|1 - x|$: `log1p(-x)` for $x < 1/2$, where $1 - x$ would lose digits."""
+def _two_minus_product(a, b):
+    r"""$2 - ab$ to within a rounding of the result, even when $ab \approx 2$.
+
+    Near the edge of stability ($\gamma\lambda_1 \to 2$) the factor $1/(2 - x)$ of
+    the variance amplifies the rounding of $x = \gamma\lambda$ by $2/(2 - x)$; in
+    float32 that is 1e-4 at $\gamma\lambda_1 = 1.999$. The product is therefore
+    split exactly (Veltkamp-Dekker): $ab = \mathrm{fl}(ab) + e$ with $e$ exact, and
+    $2 - \mathrm{fl}(ab)$ is exact for $\mathrm{fl}(ab) \in [1, 4]$ (Sterbenz).
+    """
+    bits = (jnp.finfo(a.dtype).nmant + 2) // 2
+    factor = float(2**bits + 1)
+
+    def split(v):
+        c = factor * v
+        hi = c - (c - v)
+        return hi, v - hi
+
+    prod = a * b
+    a_hi, a_lo = split(a)
+    b_hi, b_lo = split(b)
+    err = ((a_hi * b_hi - prod) + a_hi * b_lo + a_lo * b_hi) + a_lo * b_lo
+    return (2 - prod) - err
+
+
+def _log_abs_one_minus(x, two_minus_x):
+    r"""$\log|1 - x|$ for $0 \le x < 2$, accurate at both ends.
+
+    `log1p(-x)` for $x < 1/2$; $\log|1 - x|$ (exact subtraction) in between;
+    `log1p(-(2 - x))` for $x > 3/2$, with $2 - x$ supplied accurately.
+    """
     tiny = jnp.finfo(x.dtype).tiny
-    small = x < 0.5
-    near = jnp.log1p(-jnp.where(small, x, 0))
-    far = jnp.log(jnp.maximum(jnp.abs(1 - jnp.where(small, 2, x)), tiny))
-    return jnp.where(small, near, far)
+    low, high = x < 0.5, x > 1.5
+    near0 = jnp.log1p(-jnp.where(low, x, 0))
+    near2 = jnp.log1p(-jnp.where(high, two_minus_x, 0))
+    mid = jnp.log(jnp.maximum(jnp.abs(1 - jnp.where(low | high, 2, x)), tiny))
+    return jnp.where(low, near0, jnp.where(high, near2, mid))
 
 
 def _exprel(y):
@@ -104,27 +133,30 @@ def _direction_terms(u, tail, theta, lrs, batches, steps, term):
     """
     p, q, P, Q, _, R, r = theta
     shift = 1 if tail else 0
-    lam = jnp.exp(jnp.log(Q) - q * u)
-    log_b = jnp.zeros_like(u)
-    v = jnp.zeros_like(u)
+    # Q * n^-q rather than exp(log Q - q u): exactly Q at n = 1, where the edge of
+    # stability makes the variance sensitive to the last bit of lr * lambda_1.
+    lam = Q * jnp.exp(-q * u)
+    log_b = v = None
     for lr, batch, k in zip(lrs, batches, steps):  # static number of segments
         x = lr * lam
         if tail:
             x = jnp.maximum(x, jnp.finfo(x.dtype).tiny)
             L = jnp.log1p(-x)
+            d = 2 - x
         else:
-            L = _log_abs_one_minus(x)
+            d = _two_minus_product(lr, lam)
+            L = _log_abs_one_minus(x, d)
         y = 2 * k * L
-        log_b = log_b + y
+        log_b = y if log_b is None else log_b + y
         if term == "variance":
             if tail:
-                fresh = (lr * lr / batch) * (-jnp.expm1(y)) / (x * (2 - x))
+                fresh = (lr * lr / batch) * (-jnp.expm1(y)) / (x * d)
             else:
-                fresh = (lr * lr / batch) * (2 * k) * _exprel(y) * _neg_ratio(L, x) / (2 - x)
-            v = v * jnp.exp(y) + fresh
+                fresh = (lr * lr / batch) * (2 * k) * _exprel(y) * _neg_ratio(L, x) / d
+            v = fresh if v is None else v * jnp.exp(y) + fresh
     if term == "bias":
         return 0.5 * P * jnp.exp(log_b - (p - shift) * u)
-    return 0.5 * R * jnp.exp(jnp.log(Q) - (q + r - shift) * u) * v
+    return 0.5 * R * lam * jnp.exp((shift - r) * u) * v
 
 
 def _config_sum(theta, N, lrs, batches, steps, rule, term):
@@ -167,12 +199,15 @@ def _check_values(theta, N, lrs, batches, steps, rule):
         (jnp.any(~fin(steps) | (steps < 0), axis=-1), "K (steps) must be finite and >= 0"),
         (jnp.any(~fin(lrs) | (lrs <= 0), axis=-1), "lr (step size) must be finite and > 0"),
     ]
+    ok = jnp.zeros_like(N, dtype=bool)
     for pred, msg in checks:
         N = eqx.error_if(N, pred, msg)
+        ok = ok | pred
+    ok = ~ok  # the checks below are only meaningful on otherwise valid input
     lr_max = jnp.max(lrs, axis=-1)
     N = eqx.error_if(
         N,
-        lr_max * Q >= 2,
+        ok & (lr_max * Q >= 2),
         "step size diverges: lr * Q >= 2, so |1 - lr * lambda_1| >= 1 and SGD blows up "
         "in the top direction",
     )
@@ -180,7 +215,7 @@ def _check_values(theta, N, lrs, batches, steps, rule):
     edge = (rule.head - rule.order) / 2
     N = eqx.error_if(
         N,
-        lr_max * Q * jnp.exp(-q * np.log(edge)) >= 1,
+        ok & (lr_max * Q * jnp.exp(-q * np.log(edge)) >= 1),
         f"q is too small for the quadrature rule: the direction where lr * lambda_n = 1 lies "
         f"beyond n = {edge:g}; pass rule=SumRule(head=...) with a larger head",
     )

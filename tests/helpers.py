@@ -28,7 +28,7 @@ def brute_force_terms(N, theta, K, B, lr, chunk=1 << 22):
         with np.errstate(divide="ignore", invalid="ignore"):
             log_abs_a = np.where(x < 0.5, np.log1p(-np.minimum(x, 0.5)), np.log(np.abs(1.0 - x)))
             y = 2.0 * K * log_abs_a
-            a2k = np.exp(y)
+            a2k = np.where(x == 1.0, 1.0 if K == 0 else 0.0, np.exp(y))  # 0^0 = 1
             # (1 - a^{2K}) / (1 - a^2); equals 1 at a = 0 (x = 1) when K > 0.
             geo = np.where(x == 1.0, 1.0 if K > 0 else 0.0, -np.expm1(y) / (x * (2.0 - x)))
         bias += np.sum(0.5 * P * n**-p * a2k)
