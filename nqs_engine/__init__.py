@@ -18,6 +18,8 @@ from ._quadrature import hurwitz_zeta as hurwitz_zeta
 from ._quadrature import sum_directions as sum_directions
 from ._risk import RiskBreakdown as RiskBreakdown
 from ._risk import risk as risk
+from ._simulate import SimulationResult as SimulationResult
+from ._simulate import simulate_sgd as simulate_sgd
 
 try:
     __version__ = importlib.metadata.version("nqs-engine")
