@@ -104,6 +104,20 @@ class SumRule(eqx.Module):
             )
 
     @property
+    def smooth_from(self) -> float:
+        """The tail's summand must be smooth from this n on (half the lowest tail point)."""
+        return (self.head - self.order) / 2
+
+    def kink_ratio(self, lr, Q, q):
+        r"""$\gamma Q\,n_0^{-q}$ at $n_0$ = `smooth_from`; the rule needs it below 1.
+
+        The summand has a kink where $\gamma\lambda_n = 1$; a ratio below 1 puts it
+        among the directions summed exactly, away from the quadrature tail.
+        Works on floats, NumPy and JAX arrays alike.
+        """
+        return lr * Q * self.smooth_from ** (-q)
+
+    @property
     def num_evaluations(self) -> int:
         """Evaluations of the summand per sum (head + quadrature + differences)."""
         return (self.head - 1) + self.panels * self.nodes + 2 * (self.order + 1)

@@ -212,12 +212,11 @@ def _check_values(theta, N, lrs, batches, steps, rule):
         "in the top direction",
     )
     # The summand has a kink where lr * lambda_n = 1; the quadrature tail must not reach it.
-    edge = (rule.head - rule.order) / 2
     N = eqx.error_if(
         N,
-        ok & (lr_max * Q * jnp.exp(-q * np.log(edge)) >= 1),
+        ok & (rule.kink_ratio(lr_max, Q, q) >= 1),
         f"q is too small for the quadrature rule: the direction where lr * lambda_n = 1 lies "
-        f"beyond n = {edge:g}; pass rule=SumRule(head=...) with a larger head",
+        f"beyond n = {rule.smooth_from:g}; pass rule=SumRule(head=...) with a larger head",
     )
     return N
 

@@ -1,0 +1,77 @@
+"""Throughput of the plain NQS risk over a large batch of random configurations.
+
+    python benchmarks/bench_risk.py [--configs 1000000] [--float32]
+
+Compile time is measured separately (first call), then the best of --repeats
+timed calls. Runs unchanged on a GPU. Saves results/risk_<backend>_<dtype>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import jax
+import numpy as np
+
+from _common import device_info, save
+
+REFERENCE_CONFIGS_PER_S = 545.0  # published implementation, one config at a time, 2-core CPU
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--configs", type=int, default=1_000_000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--chunk", type=int, default=2048)
+    parser.add_argument("--float32", action="store_true", help="float32 instead of float64")
+    args = parser.parse_args(argv)
+    jax.config.update("jax_enable_x64", not args.float32)
+    import nqs_engine as nqs
+
+    dtype = np.float32 if args.float32 else np.float64
+    rng = np.random.default_rng(0)
+    C = args.configs
+    # Pythia-like ranges: N 1e6..1e12, B 1..1e4, K 10..1e6, published parameters.
+    N = (10 ** rng.uniform(6, 12, C)).astype(dtype)
+    B = (10 ** rng.uniform(0, 4, C)).astype(dtype)
+    K = np.floor(10 ** rng.uniform(1, 6, C)).astype(dtype)
+    params, lr = nqs.preset("pythia-owt2")
+
+    def run(n, b, k):
+        return nqs.risk(params, n, b, k, lr=lr, chunk=args.chunk).total.block_until_ready()
+
+    t0 = time.perf_counter()
+    run(N, B, K)
+    first = time.perf_counter() - t0
+    times = []
+    for _ in range(args.repeats):
+        t0 = time.perf_counter()
+        out = run(N, B, K)
+        times.append(time.perf_counter() - t0)
+    best = min(times)
+    assert np.all(np.isfinite(np.asarray(out)))
+    rate = C / best
+    result = {
+        "benchmark": "plain risk, constant schedule, one call over all configurations",
+        "dtype": np.dtype(dtype).name,
+        "configs": C,
+        "chunk": args.chunk,
+        "compile_plus_first_run_s": first,
+        "compile_s_estimate": max(first - best, 0.0),
+        "run_s": times,
+        "configs_per_s": rate,
+        "reference_configs_per_s": REFERENCE_CONFIGS_PER_S,
+        "ratio_vs_reference": rate / REFERENCE_CONFIGS_PER_S,
+        "evaluations_per_config": nqs.SumRule().num_evaluations,
+    }
+    info = device_info()
+    path = save(f"risk_{info['backend']}_{result['dtype']}", result)
+    print(f"device: {info['backend']} ({info['device']}), {info['date']}")
+    print(f"{C} configs, {result['dtype']}: compile+first {first:.2f} s, best run {best:.3f} s")
+    print(f"throughput: {rate:,.0f} configs/s ({rate / REFERENCE_CONFIGS_PER_S:,.0f}x the reference's ~545/s)")
+    print(f"saved {path}")
+
+
+if __name__ == "__main__":
+    main()

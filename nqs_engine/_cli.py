@@ -1,0 +1,554 @@
+"""The `nqs-engine` command line: a thin shell over the library.
+
+Each subcommand is a [`_Command`][]: a name, its help texts, a function that
+adds its arguments to an `argparse` parser and a function that runs it. Add a
+subcommand by writing those two functions and appending a `_Command` to
+`COMMANDS`; [`main`][] builds the parser, turns on float64, runs the command and
+turns every expected failure into one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import IO
+
+import equinox as eqx
+import jax
+import numpy as np
+
+from ._io import RUN_COLUMNS, Chunk, CsvColumns, InputError, atomic_output, load_params
+from ._params import DEFAULT_LR, PRESETS, NQSParams, check_params, preset
+from ._quadrature import SumRule
+from ._risk import risk
+
+PROG = "nqs-engine"
+
+#: Exit statuses.
+EXIT_OK, EXIT_INTERNAL, EXIT_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+#: Columns `predict` appends, in order, and the `RiskBreakdown` field each holds.
+PREDICT_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("prediction", "total"),
+    ("irreducible", "irreducible"),
+    ("approximation", "approximation"),
+    ("bias", "bias"),
+    ("variance", "variance"),
+)
+
+# Chunks are padded up to a multiple of this (capped at --chunk-rows), so that
+# small files share one compiled shape.
+_PAD_MULTIPLE = 64
+
+
+# ---------------------------------------------------------------------------
+# Terminal output
+# ---------------------------------------------------------------------------
+
+
+def _error(message: str, stream: IO[str] | None = None) -> None:
+    stream = sys.stderr if stream is None else stream
+    print(f"{PROG}: error: {message}", file=stream, flush=True)
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    hours, rest = divmod(seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
+
+
+class _Progress:
+    """A one-line progress bar on stderr, redrawn at most every 0.2 s.
+
+    Does nothing when disabled; always ends its line on [`_Progress.close`][]
+    so that a following message starts on a fresh line.
+    """
+
+    def __init__(self, label: str, enabled: bool, stream: IO[str] | None = None):
+        self.label = label
+        self.enabled = enabled
+        self.stream = sys.stderr if stream is None else stream
+        self.start = time.monotonic()
+        self._last = -1.0
+        self._drawn = False
+
+    def show(self, fraction: float, detail: str, force: bool = False) -> None:
+        """Redraw with `fraction` (0..1) done and a `detail` text after the bar."""
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if not force and now - self._last < 0.2:
+            return
+        self._last = now
+        fraction = min(max(fraction, 0.0), 1.0)
+        width = 28
+        filled = int(fraction * width)
+        bar = "#" * filled + "." * (width - filled)
+        elapsed = now - self.start
+        eta = _duration(elapsed * (1 - fraction) / fraction) if fraction > 0 else "?"
+        line = f"{self.label} [{bar}] {100 * fraction:5.1f}% {detail} ETA {eta}"
+        self.stream.write("\r" + line + "\x1b[K")
+        self.stream.flush()
+        self._drawn = True
+
+    def close(self) -> None:
+        """End the bar's line (if one was drawn)."""
+        if self._drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._drawn = False
+
+
+def _progress_enabled(args: argparse.Namespace) -> bool:
+    return not args.no_progress and sys.stderr.isatty()
+
+
+# ---------------------------------------------------------------------------
+# Options shared by several commands
+# ---------------------------------------------------------------------------
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _add_params_options(parser: argparse.ArgumentParser) -> None:
+    presets = ", ".join(sorted(PRESETS))
+    parser.add_argument(
+        "--params",
+        required=True,
+        metavar="PARAMS",
+        help=f"parameters: a JSON file (format below) or a preset name ({presets})",
+    )
+    parser.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        metavar="LR",
+        help=f"peak step size gamma0; overrides 'lr' in PARAMS (default: PARAMS' lr, "
+        f"else {DEFAULT_LR})",
+    )
+
+
+def _add_progress_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bar on stderr (it is shown only when stderr is a terminal); "
+        "the one-line summary at the end is still printed",
+    )
+
+
+def _resolve_params(args: argparse.Namespace) -> tuple[NQSParams, float]:
+    """Load `--params`, apply `--lr`, and check the domain eagerly (InputError if bad)."""
+    params, file_lr, source = load_params(args.params)
+    if args.lr is not None:
+        lr, where = args.lr, f"{source} with --lr {args.lr:g}"
+    else:
+        lr, where = (DEFAULT_LR if file_lr is None else file_lr), source
+    try:
+        check_params(params, lr)
+    except ValueError as exc:
+        raise InputError(f"{where}: {exc}") from None
+    # risk() also refuses (inside jit) a q so small that the kink at lr * lambda_n = 1
+    # falls in the quadrature tail of the default SumRule; say so before any work.
+    rule = SumRule()
+    q, Q = float(params.q), float(params.Q)
+    ratio = rule.kink_ratio(lr, Q, q)
+    if ratio >= 1:
+        raise InputError(
+            f"{where}: parameter q = {q:g} is too small for the engine's quadrature rule "
+            f"(lr * Q * {rule.smooth_from:g}^-q = {ratio:g} >= 1); raise q, or lower lr or Q"
+        )
+    return params, lr
+
+
+def _runtime_message(exc: BaseException) -> str:
+    """The message of an `eqx.error_if` failure, without JAX's debugging advice."""
+    text = str(exc)
+    for line in text.splitlines():
+        if "EquinoxRuntimeError:" in line:
+            return line.split("EquinoxRuntimeError:", 1)[1].strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+# ---------------------------------------------------------------------------
+# predict
+# ---------------------------------------------------------------------------
+
+_PREDICT_DESCRIPTION = f"""\
+Predict the loss of each training run listed in RUNS.csv with the Noisy
+Quadratic System (NQS) model, and write the prediction and its four terms
+to PRED.csv.
+
+RUNS.csv (input)
+  A CSV file (UTF-8, comma-separated) with a header row. Required columns,
+  in any order:
+    N   model size: non-embedding parameter count (directions), >= 1
+    B   batch size, sequences per step, > 0
+    K   number of optimizer steps, >= 0
+  Values are decimal numbers (1e9, 256, 2000.5); non-integers are allowed.
+  Any other columns are copied to PRED.csv unchanged and in order. Blank
+  lines are skipped. In messages, row 1 is the first line after the header.
+
+PARAMS (--params)
+  A preset name ({", ".join(sorted(PRESETS))}), or a JSON file holding one
+  object with the seven NQS parameters and, optionally, the step size:
+    {{"p": 1.113, "q": 0.5842, "P": 3.393, "Q": 0.8853,
+     "e_irr": 0.3545, "R": 8.41, "r": 2.583, "lr": 1.999}}
+  Domain: p > 1, q > 0, P > 0, Q > 0, R > 0, e_irr >= 0, r finite. "lr" is
+  the peak step size gamma0 (default {DEFAULT_LR}); --lr overrides it; lr * Q
+  must be < 2, else SGD diverges. Other keys are ignored. A preset name wins
+  over a file of the same name (write ./NAME for the file).
+
+PRED.csv (output)
+  The input columns, then
+    prediction     the predicted loss L = irreducible + approximation
+                   + bias + variance
+    irreducible    e_irr
+    approximation  (1/2) P zeta(p, N+1): directions n > N the model lacks
+    bias           initial excess risk not yet optimised away after K steps
+    variance       excess risk due to gradient noise at batch size B
+  Floats are written in full precision (the shortest text that reads back
+  to the same float64).
+
+Behaviour
+  The whole of RUNS.csv and PARAMS are checked before anything is computed;
+  RUNS.csv is then streamed in chunks of --chunk-rows rows, so memory stays
+  bounded however long it is. Computation is in float64. PRED.csv is written
+  to a temporary file beside it and moved into place at the end: it appears
+  complete or not at all, and after any error (or Ctrl-C) an existing
+  PRED.csv is left untouched. A one-line summary goes to stderr.
+"""
+
+_PREDICT_EPILOG = f"""\
+examples:
+  {PROG} predict runs.csv --params pythia-owt2 --out pred.csv
+  {PROG} predict runs.csv --params fit.json --lr 1.5 --out pred.csv --no-progress
+"""
+
+
+def _add_predict_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("runs", metavar="RUNS.csv", help="runs to predict: columns N, B, K, ...")
+    _add_params_options(parser)
+    parser.add_argument(
+        "--out", required=True, metavar="PRED.csv", help="output CSV (written atomically)"
+    )
+    parser.add_argument(
+        "--chunk-rows",
+        type=_positive_int,
+        default=200_000,
+        metavar="ROWS",
+        help="rows read, computed and written at a time; bounds memory (default: 200000)",
+    )
+    _add_progress_option(parser)
+
+
+def _chunk_size(n_rows: int, chunk_rows: int) -> int:
+    """Rows per computation: every chunk is padded to this size (one compilation)."""
+    padded = -(-n_rows // _PAD_MULTIPLE) * _PAD_MULTIPLE
+    return max(1, min(chunk_rows, padded))
+
+
+def _predict_chunk(
+    params: NQSParams, lr: float, chunk: Chunk, size: int, path: str
+) -> np.ndarray:
+    """The (rows, 5) table of prediction and terms for one chunk, padded to `size`."""
+    m = len(chunk)
+    columns = [np.pad(chunk.values[c.name], (0, size - m), mode="edge") for c in RUN_COLUMNS]
+    try:
+        out = risk(params, *columns, lr=lr)
+    except eqx.EquinoxRuntimeError as exc:
+        raise InputError(
+            f"{path}, rows {chunk.start + 1}-{chunk.start + m}: {_runtime_message(exc)}"
+        ) from None
+    table = np.stack([np.asarray(getattr(out, field)) for _, field in PREDICT_COLUMNS], axis=1)
+    table = table[:m]
+    finite = np.isfinite(table).all(axis=1)
+    if not finite.all():
+        i = int(np.argmin(finite))
+        n, b, k = (chunk.values[c.name][i] for c in RUN_COLUMNS)
+        raise InputError(
+            f"{path}, row {chunk.start + i + 1}: the model's prediction is not finite "
+            f"(N={n:g}, B={b:g}, K={k:g})"
+        )
+    return table
+
+
+def _run_predict(args: argparse.Namespace) -> int:
+    """`nqs-engine predict`: check everything, then stream RUNS.csv through `risk`."""
+    started = time.monotonic()
+    params, lr = _resolve_params(args)
+    runs = CsvColumns(args.runs, RUN_COLUMNS, reserved=[name for name, _ in PREDICT_COLUMNS])
+    if os.path.exists(args.out) and os.path.samefile(args.runs, args.out):
+        raise InputError(f"{args.out}: --out must not be the input file")
+    show = _progress_enabled(args)
+    file_size = max(1, os.path.getsize(runs.path))
+
+    with atomic_output(args.out) as f:
+        # Pass 1: check every row before computing anything.
+        bar = _Progress("checking  ", show)
+        try:
+            n_rows = runs.count_rows(
+                lambda n: bar.show(runs.chars_read / file_size, f"{n:,} rows")
+            )
+            bar.show(1.0, f"{n_rows:,} rows", force=True)
+        finally:
+            bar.close()
+
+        # Pass 2: compute chunk by chunk, appending to the temporary output.
+        size = _chunk_size(n_rows, args.chunk_rows)
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow([*runs.header, *(name for name, _ in PREDICT_COLUMNS)])
+        bar = _Progress("predicting", show)
+        done = 0
+        try:
+            for chunk in runs.chunks(size):
+                table = _predict_chunk(params, lr, chunk, size, runs.path)
+                # csv writes Python floats with repr: the shortest round-tripping text.
+                writer.writerows(row + values for row, values in zip(chunk.rows, table.tolist()))
+                done += len(chunk)
+                rate = done / max(time.monotonic() - bar.start, 1e-9)
+                detail = f"{done:,}/{n_rows:,} rows {rate:,.0f} rows/s"
+                bar.show(done / n_rows, detail, force=done == n_rows)
+        finally:
+            bar.close()
+        if done != n_rows:
+            raise InputError(
+                f"{runs.path}: changed while being read ({n_rows} rows when checked, "
+                f"{done} when computed)"
+            )
+
+    elapsed = time.monotonic() - started
+    rate = n_rows / max(elapsed, 1e-9)
+    print(
+        f"{PROG}: predicted {n_rows:,} row(s) in {elapsed:.1f} s "
+        f"({rate:,.0f} rows/s) -> {args.out}",
+        file=sys.stderr,
+        flush=True,
+    )
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------
+# The command table and the entry point
+# ---------------------------------------------------------------------------
+
+
+_DEMO_DESCRIPTION = """\
+Run the engine on its built-in default, with no data of your own: the
+published NQS fit to the Pythia / OpenWebText2 ladder (preset pythia-owt2,
+sequences of 128 tokens). It predicts the loss and its four terms for a
+ladder of model sizes trained on 20 tokens per parameter, then scans model
+sizes at fixed compute (one vectorized call over the whole grid) to find the
+compute-optimal N at a fixed batch size, and writes both tables as CSV files
+into the folder --out.
+"""
+
+
+def _add_demo_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--out",
+        default="nqs-demo",
+        metavar="DIR",
+        help="folder for ladder.csv and isoflop.csv (created if missing; default: nqs-demo)",
+    )
+    parser.add_argument(
+        "--batch", type=_positive_int, default=512, metavar="B",
+        help="batch size in sequences of 128 tokens (default: 512)",
+    )
+
+
+def _write_table(path: str, header: Sequence[str], rows: np.ndarray) -> None:
+    with atomic_output(path) as fh:
+        writer = csv.writer(fh)
+        writer.writerow(header)
+        writer.writerows([[repr(float(v)) for v in row] for row in rows])
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    """`nqs-engine demo`: predictions and a compute-optimal scan on the built-in preset."""
+    started = time.monotonic()
+    seq_len = 128
+    params, lr = preset("pythia-owt2")
+    os.makedirs(args.out, exist_ok=True)
+    B = float(args.batch)
+
+    # 1. A ladder of model sizes at 20 tokens per parameter.
+    N = np.array([1e7, 3e7, 1e8, 3e8, 1e9, 3e9, 1e10])
+    K = np.ceil(20 * N / (B * seq_len))
+    out = risk(params, N, B, K, lr=lr)
+    terms = np.stack([np.asarray(getattr(out, f)) for f in
+                      ("total", "irreducible", "approximation", "bias", "variance")], axis=1)
+    ladder = np.column_stack([N, np.full_like(N, B), K, 6 * N * B * K * seq_len, terms])
+    print(f"NQS preset pythia-owt2, batch {args.batch} x {seq_len} tokens, 20 tokens/parameter")
+    print(f"{'N':>9} {'K':>9} {'FLOPs':>9} {'loss':>7} {'approx':>7} {'bias':>7} {'variance':>8}")
+    for row in ladder:
+        n, _, k, c, total, _, approx, bias, var = row
+        print(f"{n:9.2e} {k:9.0f} {c:9.2e} {total:7.4f} {approx:7.4f} {bias:7.4f} {var:8.4f}")
+
+    # 2. Compute-optimal N at fixed B: one call over a (budgets x sizes) grid.
+    budgets = np.array([1e18, 1e19, 1e20, 1e21])
+    sizes = np.geomspace(1e6, 1e11, 501)
+    Kgrid = budgets[:, None] / (6 * sizes[None, :] * B * seq_len)
+    feasible = Kgrid >= 1
+    loss = np.asarray(risk(params, sizes[None, :], B, np.maximum(Kgrid, 1.0), lr=lr).total)
+    loss = np.where(feasible, loss, np.inf)
+    best = np.argmin(loss, axis=1)
+    iso = np.column_stack([budgets, sizes[best], Kgrid[np.arange(len(budgets)), best],
+                           loss[np.arange(len(budgets)), best]])
+    print(f"\ncompute-optimal model size at batch {args.batch} (grid of {sizes.size} sizes)")
+    print(f"{'FLOPs':>9} {'N*':>9} {'K*':>9} {'tokens/N':>9} {'loss':>7}")
+    for c, n, k, l in iso:
+        print(f"{c:9.1e} {n:9.2e} {k:9.0f} {k * B * seq_len / n:9.1f} {l:7.4f}")
+
+    ladder_path = os.path.join(args.out, "ladder.csv")
+    iso_path = os.path.join(args.out, "isoflop.csv")
+    _write_table(ladder_path, ["N", "B", "K", "C", "prediction", "irreducible",
+                               "approximation", "bias", "variance"], ladder)
+    _write_table(iso_path, ["C", "N_opt", "K_opt", "loss"], iso)
+    print(f"\nwrote {ladder_path} and {iso_path} in {_duration(time.monotonic() - started)}",
+          file=sys.stderr)
+    return EXIT_OK
+
+
+@dataclasses.dataclass(frozen=True)
+class _Command:
+    """A subcommand: its name, help texts, argument definitions and implementation.
+
+    `run(args)` returns the exit status and raises `InputError` for problems
+    with the user's input (reported by [`main`][] as one line, status 2).
+    """
+
+    name: str
+    summary: str
+    description: str
+    epilog: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+#: The subcommands, in the order `nqs-engine --help` lists them.
+COMMANDS: list[_Command] = [
+    _Command(
+        name="predict",
+        summary="predict the loss of each run (N, B, K) in a CSV file",
+        description=_PREDICT_DESCRIPTION,
+        epilog=_PREDICT_EPILOG,
+        add_arguments=_add_predict_arguments,
+        run=_run_predict,
+    ),
+    _Command(
+        name="demo",
+        summary="predict and plan on the built-in pythia-owt2 preset (no data needed)",
+        description=_DEMO_DESCRIPTION,
+        epilog="",
+        add_arguments=_add_demo_arguments,
+        run=_run_demo,
+    ),
+]
+
+_MAIN_DESCRIPTION = """\
+Predict large language model pre-training losses with the Noisy Quadratic
+System (NQS): a quadratic model of SGD whose loss after K steps at batch
+size B on a model of N parameters splits into irreducible, approximation,
+bias and variance terms. Fit it to small runs, then predict big ones.
+"""
+
+_MAIN_EPILOG = f"""\
+Run '{PROG} COMMAND --help' for a command's options and file formats.
+
+exit status:
+  0    success
+  2    bad input, parameters or usage; one line on stderr starting
+       '{PROG}: error:' (or argparse's usage message), and no output file
+  1    internal error (set NQS_ENGINE_DEBUG=1 to see the traceback)
+  130  interrupted (Ctrl-C); no output file
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `argparse` parser of `nqs-engine` and all its subcommands."""
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description=_MAIN_DESCRIPTION,
+        epilog=_MAIN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    subparsers = parser.add_subparsers(
+        dest="command", metavar="COMMAND", title="commands", required=True
+    )
+    for command in COMMANDS:
+        sub = subparsers.add_parser(
+            command.name,
+            help=command.summary,
+            description=command.description,
+            epilog=command.epilog,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        command.add_arguments(sub)
+        sub.set_defaults(run=command.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run `nqs-engine` with the arguments `argv` (default: `sys.argv[1:]`).
+
+    Returns the exit status: 0 on success, 2 for bad input or usage (one line
+    on stderr starting `nqs-engine: error:`), 1 for an internal error, 130 if
+    interrupted. Computation runs in float64: `jax_enable_x64` is switched on
+    for the duration of the call and restored afterwards.
+
+    **Example:**
+
+    >>> from nqs_engine._cli import main
+    >>> main(["predict", "missing.csv", "--params", "pythia-owt2", "--out", "x.csv"])
+    2
+    """
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, usage errors
+        return exc.code if isinstance(exc.code, int) else EXIT_INPUT
+    previous_x64 = jax.config.read("jax_enable_x64")
+    jax.config.update("jax_enable_x64", True)
+    try:
+        return args.run(args)
+    except InputError as exc:
+        _error(str(exc))
+        return EXIT_INPUT
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; no output written", file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        _error(f"{where}{exc.strerror or exc}")
+        return EXIT_INPUT
+    except Exception as exc:
+        if os.environ.get("NQS_ENGINE_DEBUG"):
+            raise
+        message = " ".join(str(exc).split())
+        _error(f"internal error: {type(exc).__name__}: {message}")
+        return EXIT_INTERNAL
+    finally:
+        jax.config.update("jax_enable_x64", previous_x64)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,449 @@
+"""Files for the command line: CSV runs, JSON parameters, and atomic output.
+
+Everything here streams: a CSV of runs is read in chunks of rows, validated
+chunk by chunk, and never held whole in memory, so files of tens of millions
+of rows go through in bounded memory. Outputs are written to a temporary file
+in the destination's folder and moved onto the destination only when complete
+(`os.replace`, atomic on POSIX), so a destination is written whole or not at all.
+
+Problems with the user's files raise [`InputError`][] with a one-line message
+that names the file, the row (data rows counted from 1), the column and the
+offending value; the CLI prints it and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import IO, Any
+
+import numpy as np
+
+from ._params import PARAM_NAMES, PRESETS, NQSParams, preset
+
+
+class InputError(Exception):
+    """A problem with the user's input files or options, described in one line."""
+
+
+# ---------------------------------------------------------------------------
+# CSV of runs
+# ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Column:
+    """A numeric CSV column that must be present and whose values must be valid.
+
+    **Arguments:**
+
+    - `name`: the column's header (matched after stripping surrounding spaces).
+    - `valid`: elementwise test on a float64 array of finite values, returning a
+      boolean mask of the acceptable ones.
+    - `requirement`: the rule in words, used in messages (`"must be >= 1"`).
+    - `meaning`: what the column holds, used in messages (`"model size"`).
+    """
+
+    name: str
+    valid: Callable[[np.ndarray], np.ndarray]
+    requirement: str
+    meaning: str = ""
+
+
+#: The columns of a RUNS.csv: model size N (directions, >= 1), batch size B (> 0)
+#: and number of steps K (>= 0). Non-integer values are allowed (the model is
+#: continuous in all three).
+RUN_COLUMNS: tuple[Column, ...] = (
+    Column("N", lambda v: v >= 1, "must be >= 1", "model size"),
+    Column("B", lambda v: v > 0, "must be > 0", "batch size"),
+    Column("K", lambda v: v >= 0, "must be >= 0", "number of steps"),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Chunk:
+    """A block of consecutive data rows of a CSV file.
+
+    **Fields:**
+
+    - `start`: number of data rows before this chunk (so row `start + i + 1`
+      in messages is `rows[i]`).
+    - `rows`: the rows as lists of strings, exactly as read (all columns).
+    - `values`: for each required [`Column`][], its values as a float64 array.
+    """
+
+    start: int
+    rows: list[list[str]]
+    values: dict[str, np.ndarray]
+
+    def __len__(self) -> int:
+        """Number of rows in the chunk."""
+        return len(self.rows)
+
+
+class _CountingLines:
+    """Iterates over a text file's lines, counting the characters read so far."""
+
+    def __init__(self, stream: IO[str]):
+        self._stream = stream
+        self.chars = 0
+
+    def __iter__(self) -> Iterator[str]:
+        for line in self._stream:
+            self.chars += len(line)
+            yield line
+
+
+class CsvColumns:
+    """A CSV file with a header row and required numeric columns, read in chunks.
+
+    Opening reads only the header and checks that every required column is
+    present exactly once and that no column clashes with a name in `reserved`
+    (the columns a command will append). [`CsvColumns.chunks`][] then streams
+    the data rows, checking every one: the right number of fields, and each
+    required column numeric, finite and satisfying its [`Column`][] rule.
+    Blank lines are skipped and not counted as rows. The file is read as UTF-8
+    (a byte-order mark is ignored).
+
+    **Arguments:**
+
+    - `path`: the CSV file.
+    - `columns`: the required numeric columns.
+    - `reserved`: names that must not already be columns.
+
+    **Example:**
+
+    >>> import pathlib, tempfile
+    >>> from nqs_engine._io import RUN_COLUMNS, CsvColumns
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "runs.csv"
+    >>> _ = path.write_text("name,N,B,K\\na,1e8,256,1000\\nb,1e9,512,2000\\n")
+    >>> runs = CsvColumns(path, RUN_COLUMNS)
+    >>> runs.header
+    ('name', 'N', 'B', 'K')
+    >>> [chunk.values["N"].tolist() for chunk in runs.chunks(1)]
+    [[100000000.0], [1000000000.0]]
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        columns: Sequence[Column],
+        reserved: Sequence[str] = (),
+    ):
+        self.path = os.fspath(path)
+        self.columns = tuple(columns)
+        with self._open() as f:
+            reader = csv.reader(f)
+            try:
+                header = next(reader, None)
+            except (csv.Error, UnicodeDecodeError) as exc:
+                raise self._read_error(exc, 1) from None
+        if not header or all(not field.strip() for field in header):
+            names = ", ".join(c.name for c in self.columns)
+            raise InputError(f"{self.path} is empty: expected a header row with columns {names}")
+        self.header: tuple[str, ...] = tuple(header)
+        stripped = [field.strip() for field in header]
+        found = ", ".join(repr(name) for name in stripped)
+        self.index: dict[str, int] = {}
+        for column in self.columns:
+            hits = [i for i, name in enumerate(stripped) if name == column.name]
+            if not hits:
+                raise InputError(
+                    f"{self.path}: missing column {column.name!r} ({column.meaning}); "
+                    f"columns found: {found}"
+                )
+            if len(hits) > 1:
+                raise InputError(
+                    f"{self.path}: column {column.name!r} appears {len(hits)} times in the header"
+                )
+            self.index[column.name] = hits[0]
+        for name in reserved:
+            if name in stripped:
+                raise InputError(
+                    f"{self.path}: already has a column named {name!r}, which the output "
+                    "adds; rename or drop it"
+                )
+        #: Characters read so far by the running [`CsvColumns.chunks`][] iteration
+        #: (roughly bytes: a progress measure against `os.path.getsize(path)`).
+        self.chars_read = 0
+
+    def _open(self) -> IO[str]:
+        try:
+            return open(self.path, newline="", encoding="utf-8-sig")
+        except FileNotFoundError:
+            raise InputError(f"{self.path}: no such file") from None
+        except IsADirectoryError:
+            raise InputError(f"{self.path}: is a directory, expected a CSV file") from None
+        except OSError as exc:
+            raise InputError(f"{self.path}: cannot read: {exc.strerror}") from None
+
+    def _read_error(self, exc: Exception, line: int) -> InputError:
+        if isinstance(exc, UnicodeDecodeError):
+            return InputError(f"{self.path}: not UTF-8 text near line {line}")
+        return InputError(f"{self.path}, line {line}: malformed CSV: {exc}")
+
+    def chunks(self, size: int) -> Iterator[Chunk]:
+        """Stream the validated data rows in chunks of (at most) `size` rows.
+
+        Raises [`InputError`][] at the first bad row: wrong number of fields,
+        a required value that is not a number, not finite, or outside its rule.
+        """
+        if size < 1:
+            raise ValueError(f"chunk size must be >= 1, got {size}")
+        width = len(self.header)
+        self.chars_read = 0
+        with self._open() as f:
+            lines = _CountingLines(f)
+            reader = csv.reader(lines)
+            start = 0
+            try:
+                next(reader, None)  # header
+                while True:
+                    rows: list[list[str]] = []
+                    for row in reader:
+                        if row:  # csv yields [] for a blank line
+                            rows.append(row)
+                            if len(rows) == size:
+                                break
+                    self.chars_read = lines.chars
+                    if not rows:
+                        return
+                    yield self._check(start, rows, width)
+                    start += len(rows)
+            except (csv.Error, UnicodeDecodeError) as exc:
+                raise self._read_error(exc, reader.line_num) from None
+
+    def _check(self, start: int, rows: list[list[str]], width: int) -> Chunk:
+        for i, row in enumerate(rows):
+            if len(row) != width:
+                raise InputError(
+                    f"{self.path}, row {start + i + 1}: has {len(row)} field(s), "
+                    f"expected {width} (one per header column)"
+                )
+        values = {}
+        for column in self.columns:
+            j = self.index[column.name]
+            texts = [row[j] for row in rows]
+            v = _to_float(texts, lambda i: self._where(start + i, column.name))
+            finite = np.isfinite(v)
+            if not finite.all():
+                i = int(np.argmin(finite))
+                raise InputError(
+                    f"{self._where(start + i, column.name)}: value {texts[i]!r} is not finite"
+                )
+            ok = column.valid(v)
+            if not ok.all():
+                i = int(np.argmin(ok))
+                raise InputError(
+                    f"{self._where(start + i, column.name)}: {column.name} ({column.meaning}) "
+                    f"{column.requirement}, got {texts[i]!r}"
+                )
+            values[column.name] = v
+        return Chunk(start, rows, values)
+
+    def _where(self, i: int, name: str) -> str:
+        return f"{self.path}, row {i + 1}, column {name!r}"
+
+    def count_rows(self, on_chunk: Callable[[int], None] | None = None, size: int = 100_000) -> int:
+        """Validate every data row (streaming) and return the number of them.
+
+        Raises [`InputError`][] on the first bad row, or if there are no data
+        rows. `on_chunk(rows_so_far)` is called after each chunk (for progress).
+        """
+        total = 0
+        for chunk in self.chunks(size):
+            total += len(chunk)
+            if on_chunk is not None:
+                on_chunk(total)
+        if total == 0:
+            raise InputError(f"{self.path}: no data rows (only a header)")
+        return total
+
+
+def _to_float(texts: list[str], where: Callable[[int], str]) -> np.ndarray:
+    """Parse strings as float64 (Python's `float` syntax), naming the first bad one."""
+    try:
+        return np.array(texts, dtype=np.float64)
+    except ValueError:
+        pass
+    out = np.empty(len(texts), dtype=np.float64)
+    for i, text in enumerate(texts):
+        try:
+            out[i] = float(text)
+        except ValueError:
+            raise InputError(f"{where(i)}: value {text!r} is not a number") from None
+    return out
+
+
+# ---------------------------------------------------------------------------
+# JSON parameters
+# ---------------------------------------------------------------------------
+
+
+def read_json(path: str | os.PathLike[str]) -> Any:
+    """Read a JSON file; [`InputError`][] names the file (and a syntax error's line)."""
+    path = os.fspath(path)
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a directory, expected a JSON file") from None
+    except json.JSONDecodeError as exc:
+        raise InputError(
+            f"{path}: not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
+        ) from None
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not UTF-8 text") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read: {exc.strerror}") from None
+
+
+def _number(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InputError(f"{what} must be a number, got {json.dumps(value)}")
+    try:
+        return float(value)
+    except OverflowError:  # an integer too large for a float
+        raise InputError(f"{what} is too large: {value}") from None
+
+
+def params_from_mapping(
+    values: Mapping[str, Any], source: str
+) -> tuple[NQSParams, float | None]:
+    """The parameters `p, q, P, Q, e_irr, R, r` and the optional `lr` from a mapping.
+
+    Each must be a single number; other keys are ignored. Raises
+    [`InputError`][] naming `source` and the missing or malformed key. Domain
+    checks are left to [`nqs_engine.check_params`][].
+    """
+    if not isinstance(values, Mapping):
+        raise InputError(
+            f"{source}: expected a JSON object with keys {', '.join(PARAM_NAMES)}, "
+            f"got a {type(values).__name__}"
+        )
+    missing = [name for name in PARAM_NAMES if name not in values]
+    if missing:
+        raise InputError(
+            f"{source}: missing parameter(s) {', '.join(missing)}; "
+            f"expected all of {', '.join(PARAM_NAMES)} (and optionally lr)"
+        )
+    numbers = {
+        name: _number(values[name], f"{source}: parameter {name!r}") for name in PARAM_NAMES
+    }
+    lr = None if values.get("lr") is None else _number(values["lr"], f"{source}: 'lr'")
+    return NQSParams(**numbers), lr
+
+
+def load_params(source: str) -> tuple[NQSParams, float | None, str]:
+    """Parameters from a preset name or a JSON file: `(params, lr or None, description)`.
+
+    A name in [`nqs_engine.PRESETS`][] selects that preset (write `./NAME` for a
+    file of the same name); anything else is read as a JSON object holding
+    `p, q, P, Q, e_irr, R, r` and optionally `lr`. Must be called with the
+    desired float precision already chosen (the CLI enables float64 first).
+
+    **Example:**
+
+    >>> from nqs_engine._io import load_params
+    >>> params, lr, where = load_params("pythia-owt2")
+    >>> lr, where
+    (1.999, "preset 'pythia-owt2'")
+    """
+    if source in PRESETS:
+        params, lr = preset(source)
+        return params, lr, f"preset {source!r}"
+    if not os.path.exists(source):
+        raise InputError(
+            f"{source}: no such file, nor a preset name (presets: {', '.join(sorted(PRESETS))})"
+        )
+    params, lr = params_from_mapping(read_json(source), source)
+    return params, lr, source
+
+
+# ---------------------------------------------------------------------------
+# Atomic output
+# ---------------------------------------------------------------------------
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike[str]) -> Iterator[IO[str]]:
+    """Open a text file that replaces `path` only if the `with` block completes.
+
+    Writes to a hidden temporary file in `path`'s folder, then flushes it to
+    disk and moves it onto `path` with `os.replace`. On any exception
+    (`KeyboardInterrupt` included) the temporary file is deleted and `path`,
+    existing or not, is left untouched. The file is opened with `newline=""`
+    (ready for `csv.writer`) in UTF-8; it gets the permissions of a new file
+    under the current umask.
+
+    Raises [`InputError`][] before anything is written if the folder does not
+    exist, is not writable, or `path` is a folder.
+
+    **Example:**
+
+    >>> import pathlib, tempfile
+    >>> from nqs_engine._io import atomic_output
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "out.txt"
+    >>> with atomic_output(path) as f:
+    ...     _ = f.write("done\\n")
+    >>> path.read_text()
+    'done\\n'
+    """
+    path = os.path.abspath(os.fspath(path))
+    folder, name = os.path.split(path)
+    if os.path.isdir(path):
+        raise InputError(f"{path}: is a directory, expected a file name for the output")
+    if not os.path.isdir(folder):
+        raise InputError(f"{path}: output folder {folder} does not exist")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot write to folder {folder}: {exc.strerror}") from None
+    try:
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path: str | os.PathLike[str], data: Any) -> None:
+    """Write `data` as indented JSON to `path`, atomically (see [`atomic_output`][]).
+
+    Non-finite floats are refused (`ValueError`): JSON has no NaN or infinity.
+    """
+    text = json.dumps(data, indent=2, allow_nan=False) + "\n"
+    with atomic_output(path) as f:
+        f.write(text)
+
+
+__all__ = [
+    "Chunk",
+    "Column",
+    "CsvColumns",
+    "InputError",
+    "RUN_COLUMNS",
+    "atomic_output",
+    "load_params",
+    "params_from_mapping",
+    "read_json",
+    "write_json",
+]
