@@ -26,6 +26,7 @@ differentiable in $N$.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 from fractions import Fraction
 
@@ -128,6 +129,86 @@ def _legendre(nodes: int) -> tuple[np.ndarray, np.ndarray]:
     return (t + 1) / 2, w / 2  # on [0, 1]
 
 
+@functools.lru_cache(maxsize=None)
+def _gregory_weights(order: int) -> np.ndarray:
+    r"""Weights of f(H + j), j = 0..order, in the lower-end correction (the upper end mirrors them).
+
+    Expands $f/2 + \sum_k g_k (-1)^k \Delta^k f(H)$ and, equally,
+    $f/2 + \sum_k g_k \nabla^k f(N)$ into point values.
+    """
+    weights = np.zeros(order + 1)
+    weights[0] = 0.5
+    for k, g in enumerate(gregory_coefficients(order), start=1):
+        for j in range(k + 1):
+            # (-1)^k Delta^k f(H) = sum_j (-1)^k (-1)^(k-j) C(k, j) f(H + j); nabla^k f(N) likewise.
+            weights[j] += g * (-1) ** j * math.comb(k, j)
+    return weights
+
+
+class DirectionNodes(eqx.Module):
+    r"""The points and weights of a [`nqs_engine.SumRule`][] for one $N$.
+
+    $\sum_{n \le N} f(n) \approx \sum_i$ `head_weights[i]` $f(e^{u_i})$ over `head_log_n`
+    $+ [N \ge H] \sum_j$ `tail_weights[j]` $f(e^{u_j})\,e^{u_j}$ over `tail_log_n`
+    (quadrature nodes, then the Gregory points at both ends). The tail's
+    summand carries the factor $n = e^u$, as in [`nqs_engine.sum_directions`][].
+    Any recurrence carried per direction (schedules, weight norm) can run on
+    these points and be summed with these weights at every step.
+    """
+
+    head_log_n: FloatArray
+    head_weights: FloatArray
+    tail_log_n: FloatArray
+    tail_weights: FloatArray
+    has_tail: FloatArray
+
+    def total(self, head_values: FloatArray, tail_values: FloatArray) -> FloatArray:
+        """Combine summand values at the head and tail points (last axis) into the sum."""
+        head = jnp.sum(head_values * self.head_weights, axis=-1)
+        tail = jnp.sum(tail_values * self.tail_weights, axis=-1)
+        return head + jnp.where(self.has_tail, tail, 0)
+
+
+def direction_nodes(N: FloatArray, rule: SumRule = SumRule()) -> DirectionNodes:
+    """The [`DirectionNodes`][] of `rule` for a scalar $N$ (vmap over configurations).
+
+    **Example:**
+
+    >>> import jax.numpy as jnp
+    >>> from nqs_engine._quadrature import direction_nodes
+    >>> nodes = direction_nodes(jnp.asarray(1e6))
+    >>> f = lambda u: jnp.exp(-2.0 * u)  # n^-2
+    >>> s = nodes.total(f(nodes.head_log_n), f(nodes.tail_log_n) * jnp.exp(nodes.tail_log_n))
+    >>> bool(abs(s - (jnp.pi**2 / 6 - 1e-6)) < 1e-9)
+    True
+    """
+    N = jnp.asarray(N)
+    dtype = N.dtype if jnp.issubdtype(N.dtype, jnp.floating) else jnp.result_type(float)
+    N = N.astype(dtype)
+    H = rule.head
+    n_head = np.arange(1, H, dtype=np.float64)
+    head_log_n = jnp.asarray(np.log(n_head), dtype)
+    head_weights = (jnp.asarray(n_head, dtype) <= N).astype(dtype)
+
+    has_tail = N >= H
+    N_t = jnp.where(has_tail, N, jnp.asarray(H + 1, dtype))  # keeps the unused branch finite
+    u_lo = np.log(H)
+    width = jnp.log(N_t) - u_lo
+    t, w = _legendre(rule.nodes)
+    frac = (np.arange(rule.panels, dtype=np.float64)[:, None] + t[None, :]) / rule.panels
+    quad_u = u_lo + width * jnp.asarray(frac.ravel(), dtype)
+    quad_w = width * jnp.asarray(np.tile(w, rule.panels) / rule.panels, dtype)
+
+    steps = np.arange(rule.order + 1, dtype=np.float64)
+    greg = jnp.asarray(_gregory_weights(rule.order), dtype)
+    lo_n = jnp.asarray(H + steps, dtype)
+    hi_n = N_t - jnp.asarray(steps, dtype)
+    tail_log_n = jnp.concatenate([quad_u, jnp.log(lo_n), jnp.log(hi_n)])
+    # Gregory points enter as f(n) = (f(n) n) / n.
+    tail_weights = jnp.concatenate([quad_w, greg / lo_n, greg / hi_n])
+    return DirectionNodes(head_log_n, head_weights, tail_log_n, tail_weights, has_tail)
+
+
 def sum_directions(
     summand: Callable[[FloatArray, bool], FloatArray],
     N: FloatArray,
@@ -156,41 +237,8 @@ def sum_directions(
     >>> bool(abs(s - (jnp.pi**2 / 6 - 1e-9)) < 1e-6)
     True
     """
-    N = jnp.asarray(N)
-    dtype = N.dtype if jnp.issubdtype(N.dtype, jnp.floating) else jnp.result_type(float)
-    N = N.astype(dtype)
-    H = rule.head
-
-    # Head: n = 1 .. H-1, exact, masked to n <= N.
-    n_head = np.arange(1, H, dtype=np.float64)
-    head_terms = summand(jnp.asarray(np.log(n_head), dtype), False)
-    head = jnp.sum(jnp.where(jnp.asarray(n_head, dtype) <= N, head_terms, 0))
-
-    # Tail: n = H .. N (only when N >= H); N_t keeps the unused branch finite.
-    has_tail = N >= H
-    N_t = jnp.where(has_tail, N, jnp.asarray(H + 1, dtype))
-    u_lo = jnp.asarray(np.log(H), dtype)
-    width = jnp.log(N_t) - u_lo
-    t, w = _legendre(rule.nodes)
-    frac = (np.arange(rule.panels, dtype=np.float64)[:, None] + t[None, :]) / rule.panels
-    u_nodes = u_lo + width * jnp.asarray(frac.ravel(), dtype)
-    weights = jnp.asarray(np.tile(w, rule.panels) / rule.panels, dtype)
-    integral = width * jnp.sum(summand(u_nodes, True) * weights)
-
-    J = rule.order
-    steps = np.arange(J + 1, dtype=np.float64)
-    lo_n = jnp.asarray(H + steps, dtype)
-    hi_n = N_t - jnp.asarray(steps, dtype)
-    lo_vals = summand(jnp.log(lo_n), True) / lo_n
-    hi_vals = summand(jnp.log(hi_n), True) / hi_n
-    ends = (lo_vals[0] + hi_vals[0]) / 2
-    fwd, bwd = lo_vals, hi_vals
-    for k, g in enumerate(gregory_coefficients(J), start=1):
-        fwd = fwd[1:] - fwd[:-1]  # Delta^k f(H + j)
-        bwd = bwd[:-1] - bwd[1:]  # nabla^k f(N - j)
-        ends = ends + g * (bwd[0] + (-1) ** k * fwd[0])
-    tail = jnp.where(has_tail, integral + ends, 0)
-    return head + tail
+    nodes = direction_nodes(N, rule)
+    return nodes.total(summand(nodes.head_log_n, False), summand(nodes.tail_log_n, True))
 
 
 def hurwitz_zeta(s: FloatArray, a: FloatArray, terms: int = 64) -> FloatArray:
@@ -230,4 +278,11 @@ def hurwitz_zeta(s: FloatArray, a: FloatArray, terms: int = 64) -> FloatArray:
     return head + tail
 
 
-__all__ = ["SumRule", "sum_directions", "hurwitz_zeta", "gregory_coefficients"]
+__all__ = [
+    "SumRule",
+    "DirectionNodes",
+    "direction_nodes",
+    "sum_directions",
+    "hurwitz_zeta",
+    "gregory_coefficients",
+]
