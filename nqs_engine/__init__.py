@@ -18,6 +18,11 @@ from ._quadrature import hurwitz_zeta as hurwitz_zeta
 from ._quadrature import sum_directions as sum_directions
 from ._risk import RiskBreakdown as RiskBreakdown
 from ._risk import risk as risk
+from ._risk import schedule_risk as schedule_risk
+from ._schedule import Schedule as Schedule
+from ._trajectory import stair_width as stair_width
+from ._trajectory import trajectory as trajectory
+from ._trajectory import weight_norm_risk as weight_norm_risk
 from ._simulate import SimulationResult as SimulationResult
 from ._simulate import simulate_sgd as simulate_sgd
 

@@ -27,6 +27,7 @@ import numpy as np
 from ._custom_types import FloatArray, RealLike
 from ._params import DEFAULT_LR, PARAM_NAMES, NQSParams
 from ._quadrature import SumRule, hurwitz_zeta, sum_directions
+from ._schedule import Schedule
 
 
 class RiskBreakdown(eqx.Module):
@@ -122,49 +123,88 @@ def _neg_ratio(L, x):
     return jnp.where(ok, L / -jnp.where(ok, x, 1), 1)
 
 
+# Segments beyond this count are applied with lax.scan instead of unrolled.
+_UNROLL_SEGMENTS = 16
+
+
+def _advance(lam, tail, log_b, v, lr, batch, k, need_v=True):
+    r"""Apply one segment $(\gamma, B, k)$ to the per-direction state $(\log b, v)$.
+
+    `lam` holds $\lambda_n$ at the points; `log_b` and `v` may be `None` (the
+    initial state $b = 1$, $v = 0$), which saves work on the first segment.
+    With `tail=True` assumes $0 < \gamma\lambda_n < 1$ (checked by the callers):
+    then $\log|1 - x|$ is `log1p(-x)` and $(1 - a^{2k})/(1 - a^2) = -\mathrm{expm1}(y)/(x(2 - x))$
+    holds with no select (clamping $x$ at the smallest normal number keeps the
+    ratio at its limit $k$ should $x$ underflow), which keeps the hot path fusable.
+    """
+    x = lr * lam
+    if tail:
+        x = jnp.maximum(x, jnp.finfo(x.dtype).tiny)
+        L = jnp.log1p(-x)
+        d = 2 - x
+    else:
+        d = _two_minus_product(lr, lam)
+        L = _log_abs_one_minus(x, d)
+    y = 2 * k * L
+    log_b = y if log_b is None else log_b + y
+    if need_v:
+        if tail:
+            fresh = (lr * lr / batch) * (-jnp.expm1(y)) / (x * d)
+        else:
+            fresh = (lr * lr / batch) * (2 * k) * _exprel(y) * _neg_ratio(L, x) / d
+        v = fresh if v is None else v * jnp.exp(y) + fresh
+    return log_b, v
+
+
+def _lambda(u, theta):
+    # Q * n^-q rather than exp(log Q - q u): exactly Q at n = 1, where the edge of
+    # stability makes the variance sensitive to the last bit of lr * lambda_1.
+    return theta[3] * jnp.exp(-theta[1] * u)
+
+
+def _bias_from_state(u, tail, theta, log_b):
+    """Bias of direction e^u from its state (times n on the tail)."""
+    p, P = theta[0], theta[2]
+    shift = 1 if tail else 0
+    return 0.5 * P * jnp.exp(log_b - (p - shift) * u)
+
+
+def _variance_from_state(u, tail, theta, lam, v):
+    """Variance of direction e^u from its state (times n on the tail)."""
+    R, r = theta[5], theta[6]
+    shift = 1 if tail else 0
+    return 0.5 * R * lam * jnp.exp((shift - r) * u) * v
+
+
 def _direction_terms(u, tail, theta, lrs, batches, steps, term):
     r"""`term` ("bias" or "variance") of direction $n = e^u$ after the segments.
 
-    With `tail=True` returns the term times $n$ (the integrand in $\log n$) and
-    assumes $0 < \gamma_s\lambda_n < 1$, which [`risk`][] checks for the tail: then
-    $\log|1 - x|$ is `log1p(-x)` and $(1 - a^{2k})/(1 - a^2) = -\mathrm{expm1}(y)/(x(2 - x))$
-    holds with no select (clamping $x$ at the smallest normal number keeps the
-    ratio at its limit $k$ should $x$ underflow).
+    With `tail=True` returns the term times $n$ (the integrand in $\log n$).
+    Segments are 1-D arrays of static length $S$: unrolled up to 16, scanned beyond.
     """
-    p, q, P, Q, _, R, r = theta
-    shift = 1 if tail else 0
-    # Q * n^-q rather than exp(log Q - q u): exactly Q at n = 1, where the edge of
-    # stability makes the variance sensitive to the last bit of lr * lambda_1.
-    lam = Q * jnp.exp(-q * u)
-    log_b = v = None
-    for lr, batch, k in zip(lrs, batches, steps):  # static number of segments
-        x = lr * lam
-        if tail:
-            x = jnp.maximum(x, jnp.finfo(x.dtype).tiny)
-            L = jnp.log1p(-x)
-            d = 2 - x
-        else:
-            d = _two_minus_product(lr, lam)
-            L = _log_abs_one_minus(x, d)
-        y = 2 * k * L
-        log_b = y if log_b is None else log_b + y
-        if term == "variance":
-            if tail:
-                fresh = (lr * lr / batch) * (-jnp.expm1(y)) / (x * d)
-            else:
-                fresh = (lr * lr / batch) * (2 * k) * _exprel(y) * _neg_ratio(L, x) / d
-            v = fresh if v is None else v * jnp.exp(y) + fresh
+    lam = _lambda(u, theta)
+    need_v = term == "variance"
+    S = lrs.shape[0]
+    if S <= _UNROLL_SEGMENTS:
+        log_b = v = None
+        for i in range(S):
+            log_b, v = _advance(lam, tail, log_b, v, lrs[i], batches[i], steps[i], need_v)
+    else:
+
+        def body(state, seg):
+            return _advance(lam, tail, *state, *seg, need_v), None
+
+        zeros = jnp.zeros_like(u)
+        (log_b, v), _ = jax.lax.scan(body, (zeros, zeros), (lrs, batches, steps))
     if term == "bias":
-        return 0.5 * P * jnp.exp(log_b - (p - shift) * u)
-    return 0.5 * R * lam * jnp.exp((shift - r) * u) * v
+        return _bias_from_state(u, tail, theta, log_b)
+    return _variance_from_state(u, tail, theta, lam, v)
 
 
 def _config_sum(theta, N, lrs, batches, steps, rule, term):
     """One configuration's bias or variance sum (a scalar); segments are 1-D arrays."""
-    segments = [(lrs[i], batches[i], steps[i]) for i in range(lrs.shape[0])]
-    lr_s, b_s, k_s = zip(*segments)
     return sum_directions(
-        lambda u, tail: _direction_terms(u, tail, theta, lr_s, b_s, k_s, term), N, rule
+        lambda u, tail: _direction_terms(u, tail, theta, lrs, batches, steps, term), N, rule
     )
 
 
@@ -197,7 +237,7 @@ def _check_values(theta, N, lrs, batches, steps, rule):
         (~fin(N) | (N < 1), "N (model size) must be a finite number >= 1"),
         (jnp.any(~fin(batches) | (batches <= 0), axis=-1), "B (batch size) must be finite and > 0"),
         (jnp.any(~fin(steps) | (steps < 0), axis=-1), "K (steps) must be finite and >= 0"),
-        (jnp.any(~fin(lrs) | (lrs <= 0), axis=-1), "lr (step size) must be finite and > 0"),
+        (jnp.any(~fin(lrs) | (lrs < 0), axis=-1), "lr (step size) must be finite and >= 0"),
     ]
     ok = jnp.zeros_like(N, dtype=bool)
     for pred, msg in checks:
@@ -309,32 +349,120 @@ def risk(
     >>> bool(dL_dN < 0)
     True
     """
+    B = _to_float_array(B, "B")
+    K = _to_float_array(K, "K")
+    segments = (jnp.ones((1,), B.dtype), B[..., None], K[..., None])
+    prepared = _prepare(params, N, lr, segments, rule, names=("B", "K"))
+    out = _risk_segments(*prepared.flat, rule, max(1, min(chunk, prepared.size)))
+    return RiskBreakdown(*out.reshape((5, *prepared.shape)))
+
+
+class _Prepared(eqx.Module):
+    """Inputs broadcast to one batch shape and flattened: theta (7, C), N (C,), segments (C, S)."""
+
+    theta: FloatArray
+    N: FloatArray
+    lrs: FloatArray
+    batches: FloatArray
+    steps: FloatArray
+    extras: tuple
+    shape: tuple = eqx.field(static=True)
+
+    @property
+    def flat(self):
+        return self.theta, self.N, self.lrs, self.batches, self.steps
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+
+def _prepare(params, N, lr, segments, rule, names=("schedule",), extras=()):
+    """Check types, broadcast params, N, lr, the segments' batch shape and `extras`; flatten.
+
+    `segments` = (multipliers, batch sizes, steps), arrays whose last axis is the
+    segment axis; step sizes are lr * multipliers. `extras` are further arrays
+    (name, value) that broadcast like N.
+    """
     if not isinstance(params, NQSParams):
         raise TypeError(f"params must be an NQSParams, got {type(params).__name__}")
     if not isinstance(rule, SumRule):
         raise TypeError(f"rule must be a SumRule, got {type(rule).__name__}")
     fields = [_to_float_array(getattr(params, n), f"params.{n}") for n in PARAM_NAMES]
-    N, B, K, lr = (
-        _to_float_array(v, name) for v, name in ((N, "N"), (B, "B"), (K, "K"), (lr, "lr"))
-    )
-    arrays = [*fields, N, B, K, lr]
-    dtype = jnp.result_type(*arrays)
+    N = _to_float_array(N, "N")
+    lr = _to_float_array(lr, "lr")
+    extra_arrays = [_to_float_array(v, name) for name, v in extras]
+    segs = [_to_float_array(v, "schedule") for v in segments]
+    scalars = [*fields, N, lr, *extra_arrays]
+    dtype = jnp.result_type(*scalars, *segs)
+    seg_shape = np.broadcast_shapes(*(a.shape for a in segs))
+    S = seg_shape[-1]
+    seg_batch = seg_shape[:-1]
+    labels = [*PARAM_NAMES, "N", "lr", *(name for name, _ in extras)]
     try:
-        shape = np.broadcast_shapes(*(a.shape for a in arrays))
+        shape = np.broadcast_shapes(*(a.shape for a in scalars), seg_batch)
     except ValueError:
-        desc = ", ".join(
-            f"{name}{a.shape}" for name, a in zip([*PARAM_NAMES, "N", "B", "K", "lr"], arrays)
-        )
-        raise ValueError(f"N, B, K, lr and the parameters must broadcast; got {desc}") from None
-    flat = [jnp.broadcast_to(a.astype(dtype), shape).reshape(-1) for a in arrays]
-    theta = jnp.stack(flat[:7])
-    N_f, B_f, K_f, lr_f = flat[7:]
-    size = int(np.prod(shape, dtype=np.int64))
-    out = _risk_segments(
-        theta, N_f, lr_f[:, None], B_f[:, None], K_f[:, None], rule, max(1, min(chunk, size))
+        desc = ", ".join(f"{n}{a.shape}" for n, a in zip(labels, scalars))
+        what = "/".join(names)
+        raise ValueError(
+            f"N, {what}, lr and the parameters must broadcast; got {desc}, {what}{seg_batch}"
+        ) from None
+    flat = [jnp.broadcast_to(a.astype(dtype), shape).reshape(-1) for a in scalars]
+    mult, batches, steps = (
+        jnp.broadcast_to(a.astype(dtype), (*shape, S)).reshape(-1, S) for a in segs
     )
-    out = out.reshape((5, *shape))
-    return RiskBreakdown(*out)
+    lr_f = flat[8]
+    return _Prepared(
+        theta=jnp.stack(flat[:7]),
+        N=flat[7],
+        lrs=lr_f[:, None] * mult,
+        batches=batches,
+        steps=steps,
+        extras=tuple(flat[9:]),
+        shape=tuple(shape),
+    )
 
 
-__all__ = ["RiskBreakdown", "risk"]
+def schedule_risk(
+    params: NQSParams,
+    N: RealLike,
+    schedule: Schedule,
+    *,
+    lr: RealLike = DEFAULT_LR,
+    rule: SumRule = SumRule(),
+    chunk: int = 2048,
+) -> RiskBreakdown:
+    r"""The NQS expected risk at the end of a piecewise-constant schedule.
+
+    Segment $s$ runs $k_s$ steps at step size $\gamma_s = m_s\,\gamma_0$ ($\gamma_0$ =
+    `lr`, $m_s$ = `schedule.lr`) and batch size $B_s$. Each direction starts at
+    $b = 1$, $v = 0$ and, with $a_s = 1 - \gamma_s\lambda_n$,
+
+    $$b \leftarrow b\,a_s^{2k_s}, \qquad
+      v \leftarrow v\,a_s^{2k_s} + \frac{\gamma_s^2}{B_s}\frac{1 - a_s^{2k_s}}{1 - a_s^2};$$
+
+    then bias $= \sum_{n \le N} \tfrac12 P n^{-p} b_n$ and variance
+    $= \sum_{n \le N} \tfrac12 \lambda_n R n^{-r} v_n$, summed as in [`nqs_engine.risk`][]
+    (same accuracy). The schedule's batch shape broadcasts against `N`, `lr` and
+    the parameters; up to 16 segments are unrolled, longer schedules scanned.
+
+    **Example:** annealing the step size lowers the final loss.
+
+    >>> import nqs_engine as nqs
+    >>> params, lr = nqs.preset("pythia-owt2")
+    >>> const = nqs.Schedule.constant(20_000, 256)
+    >>> decay = nqs.Schedule.step_decay(20_000, 256, boundaries=(0.8,), factors=(0.1,))
+    >>> a = nqs.schedule_risk(params, 1e8, const, lr=lr).total
+    >>> b = nqs.schedule_risk(params, 1e8, decay, lr=lr).total
+    >>> bool(b < a)
+    True
+    """
+    if not isinstance(schedule, Schedule):
+        raise TypeError(f"schedule must be a Schedule, got {type(schedule).__name__}")
+    segments = (schedule.lr, schedule.batch, schedule.steps)
+    prepared = _prepare(params, N, lr, segments, rule)
+    out = _risk_segments(*prepared.flat, rule, max(1, min(chunk, prepared.size)))
+    return RiskBreakdown(*out.reshape((5, *prepared.shape)))
+
+
+__all__ = ["RiskBreakdown", "risk", "schedule_risk"]

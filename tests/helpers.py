@@ -40,3 +40,77 @@ def brute_force_terms(N, theta, K, B, lr, chunk=1 << 22):
 def rel_err(a, b):
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     return np.abs(a - b) / np.abs(b)
+
+
+def brute_force_schedule(N, theta, segments, lr, chunk=1 << 21):
+    """(bias, variance) after piecewise-constant `segments` [(multiplier, B, k), ...].
+
+    Every direction n <= N, the recursion of SPEC section 1 in numpy float64.
+    """
+    bias = var = 0.0
+    for n, lam in _directions(N, theta, chunk):
+        b = np.ones_like(n)
+        v = np.zeros_like(n)
+        for mult, B, k in segments:
+            a2k, geo = _segment_factors(lr * mult * lam, k)
+            b = b * a2k
+            v = v * a2k + (lr * mult) ** 2 / B * geo
+        bias += np.sum(0.5 * theta["P"] * n ** -theta["p"] * b)
+        var += np.sum(0.5 * lam * theta["R"] * n ** -theta["r"] * v)
+    return bias, var
+
+
+def brute_force_weight_norm(N, theta, segments, lr, init_sq_norm=None):
+    """(bias, variance) of the weight-norm variant (SPEC section 2), every direction n <= N.
+
+    A direct transcription of the SPEC: stairs of w(K) steps and the schedule's
+    change points, W2 from its defining formula with c_n = prod |a|^k, the step
+    min(previous, schedule, gamma0 s / (s + W2)) before each stair.
+    """
+    n = np.arange(1, int(np.floor(N)) + 1, dtype=np.float64)
+    P, p, Q, q, R, r = (theta[k] for k in ("P", "p", "Q", "q", "R", "r"))
+    lam = Q * n**-q
+    s = N * 0.02**2 if init_sq_norm is None else init_sq_norm
+    K = sum(k for _, _, k in segments)
+    w = max(np.floor(K / 100), min(1000, np.floor(K / 10))) if K > 10 else 1.0
+    # Cut points: every w steps and at the schedule's change points.
+    ends = np.cumsum([k for _, _, k in segments])
+    cuts = sorted(set(np.minimum(w * np.arange(1, int(np.ceil(K / w)) + 1), K)) | set(ends))
+    b = np.ones_like(n)
+    v = np.zeros_like(n)
+    log_c = np.zeros_like(n)  # log prod |a|^k
+    gamma_prev, start = np.inf, 0.0
+    for cut in cuts:
+        seg = int(np.searchsorted(ends, cut, side="left"))
+        mult, B, _ = segments[seg]
+        bias_n = 0.5 * P * n**-p * b
+        var_n = 0.5 * lam * R * n**-r * v
+        W2 = np.sum((1 - 2 * np.exp(log_c)) * P * n**-p / lam + 2 / lam * (bias_n + var_n))
+        scale = lr * s / (s + W2) if W2 >= 0 else np.inf
+        gamma = min(gamma_prev, lr * mult, scale)
+        k = cut - start
+        a2k, geo = _segment_factors(gamma * lam, k)
+        b = b * a2k
+        v = v * a2k + gamma**2 / B * geo
+        with np.errstate(divide="ignore"):
+            log_c = log_c + k * np.log(np.abs(1 - gamma * lam))
+        gamma_prev, start = gamma, cut
+    return np.sum(0.5 * P * n**-p * b), np.sum(0.5 * lam * R * n**-r * v)
+
+
+def _directions(N, theta, chunk):
+    n_max = int(np.floor(N))
+    for start in range(1, n_max + 1, chunk):
+        n = np.arange(start, min(n_max, start + chunk - 1) + 1, dtype=np.float64)
+        yield n, theta["Q"] * n ** -theta["q"]
+
+
+def _segment_factors(x, k):
+    """a^(2k) and (1 - a^(2k)) / (1 - a^2) for a = 1 - x, cancellation-free."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_abs_a = np.where(x < 0.5, np.log1p(-np.minimum(x, 0.5)), np.log(np.abs(1.0 - x)))
+        y = 2.0 * k * log_abs_a
+        a2k = np.where(x == 1.0, 1.0 if k == 0 else 0.0, np.exp(y))
+        geo = np.where(x == 0.0, k, np.where(x == 1.0, 1.0 if k > 0 else 0.0,
+                                              -np.expm1(y) / (x * (2.0 - x))))
+    return a2k, geo

@@ -1,0 +1,393 @@
+r"""Piecewise-constant schedules of step size and batch size.
+
+A schedule is a list of segments $s = 1..S$, each with a step-size multiplier
+$m_s$ (the step size is $\gamma_s = m_s \gamma_0$, $\gamma_0$ the peak `lr`), a batch
+size $B_s$ and a step count $k_s$; it runs $K = \sum_s k_s$ steps. SPEC section 1
+gives the risk of such a run in closed form, segment by segment.
+
+Smooth schedules (warmup, cosine, the decay of warmup-stable-decay) are
+discretised into equal-length pieces whose multiplier is the *mean* of the
+continuous curve over the piece: this keeps $\sum_t \gamma_t$, which sets how far
+every direction has been optimised, exact. [`Schedule.from_arrays`][] converts
+per-step arrays exactly (run-length encoding) or, with `segments=`, into equal
+pieces that keep both $\sum_t \gamma_t$ and the injected noise $\sum_t \gamma_t^2 / B_t$.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import equinox as eqx
+import jax.numpy as jnp
+import numpy as np
+
+from ._custom_types import FloatArray, RealLike
+
+
+def _float(x):
+    return jnp.asarray(np.asarray(x, dtype=np.float64) if not hasattr(x, "dtype") else x)
+
+
+class Schedule(eqx.Module):
+    r"""A piecewise-constant schedule: step-size multipliers, batch sizes and step counts.
+
+    **Fields** (arrays whose last axis runs over the $S$ segments; leading axes are
+    a batch of schedules, broadcasting against $N$ and the parameters):
+
+    - `lr`: multipliers $m_s \ge 0$ of the peak step size (1 = the peak);
+    - `batch`: batch sizes $B_s > 0$;
+    - `steps`: step counts $k_s \ge 0$ (real values are allowed and differentiable;
+      zero-step segments are no-ops, useful for padding to a common $S$).
+
+    **Example:**
+
+    >>> import nqs_engine as nqs
+    >>> sched = nqs.Schedule.step_decay(1000, 64, boundaries=(0.5, 0.75), factors=(0.1, 0.01))
+    >>> sched.lr.tolist(), sched.steps.tolist()
+    ([1.0, 0.1, 0.01], [500.0, 250.0, 250.0])
+    >>> float(sched.total_steps)
+    1000.0
+    """
+
+    lr: FloatArray = eqx.field(converter=_float)
+    batch: FloatArray = eqx.field(converter=_float)
+    steps: FloatArray = eqx.field(converter=_float)
+
+    def __check_init__(self):
+        shapes = [self.lr.shape, self.batch.shape, self.steps.shape]
+        if any(len(s) == 0 for s in shapes):
+            raise ValueError(
+                "Schedule fields must have a last axis of segments; got shapes "
+                f"lr{shapes[0]}, batch{shapes[1]}, steps{shapes[2]}"
+            )
+        try:
+            np.broadcast_shapes(*shapes)
+        except ValueError:
+            raise ValueError(
+                "Schedule fields must broadcast; got shapes "
+                f"lr{shapes[0]}, batch{shapes[1]}, steps{shapes[2]}"
+            ) from None
+        if np.broadcast_shapes(*shapes)[-1] == 0:
+            raise ValueError("a Schedule needs at least one segment")
+
+    @property
+    def num_segments(self) -> int:
+        """$S$, the number of segments (static)."""
+        return np.broadcast_shapes(self.lr.shape, self.batch.shape, self.steps.shape)[-1]
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The batch shape of the schedules (all axes but the last)."""
+        return np.broadcast_shapes(self.lr.shape, self.batch.shape, self.steps.shape)[:-1]
+
+    @property
+    def total_steps(self) -> FloatArray:
+        """$K = \\sum_s k_s$."""
+        return jnp.sum(self.steps, axis=-1)
+
+    def broadcast(self) -> "Schedule":
+        """The same schedule with all three fields broadcast to one shape."""
+        shape = np.broadcast_shapes(self.lr.shape, self.batch.shape, self.steps.shape)
+        return Schedule(*(jnp.broadcast_to(a, shape) for a in (self.lr, self.batch, self.steps)))
+
+    def truncate(self, k: RealLike) -> "Schedule":
+        r"""The first `k` steps of this schedule (later segments keep zero steps).
+
+        **Example:**
+
+        >>> import nqs_engine as nqs
+        >>> nqs.Schedule.step_decay(100, 8, (0.5,), (0.1,)).truncate(70).steps.tolist()
+        [50.0, 20.0]
+        """
+        k = jnp.asarray(k)[..., None]
+        ends = jnp.cumsum(self.steps, axis=-1)
+        starts = ends - self.steps
+        return Schedule(self.lr, self.batch, jnp.clip(k - starts, 0, self.steps))
+
+    def pad(self, num_segments: int) -> "Schedule":
+        """Append zero-step segments up to `num_segments` (to stack schedules of different S)."""
+        extra = num_segments - self.num_segments
+        if extra < 0:
+            raise ValueError(f"cannot pad {self.num_segments} segments down to {num_segments}")
+        s = self.broadcast()
+
+        def ext(a, value):
+            filler = jnp.full((*a.shape[:-1], extra), value, a.dtype)
+            return jnp.concatenate([a, filler], axis=-1)
+
+        return Schedule(ext(s.lr, 1.0), ext(s.batch, 1.0), ext(s.steps, 0.0))
+
+    # ------------------------------------------------------------------
+    # Constructors
+    # ------------------------------------------------------------------
+
+    @classmethod
+    def constant(cls, K: RealLike, B: RealLike, lr: RealLike = 1.0) -> "Schedule":
+        """One segment: `K` steps at batch `B` and multiplier `lr`.
+
+        **Example:**
+
+        >>> import nqs_engine as nqs
+        >>> nqs.Schedule.constant(1000, 32).steps.tolist()
+        [1000.0]
+        """
+        K, B, lr = (jnp.asarray(_float(v))[..., None] for v in (K, B, lr))
+        return cls(*jnp.broadcast_arrays(lr, B, K))
+
+    @classmethod
+    def piecewise(
+        cls,
+        K: RealLike,
+        boundaries: Sequence[float],
+        lr: Sequence[float],
+        batch: Sequence[float] | RealLike,
+    ) -> "Schedule":
+        r"""Segments cut at fractions of `K`: segment $i$ runs from $\lfloor f_{i-1} K\rfloor$
+        to $\lfloor f_i K \rfloor$ ($f_0 = 0$, $f_S = 1$), with multiplier `lr[i]` and
+        batch `batch[i]` (a scalar batch applies to all).
+
+        **Example:** batch doubling at a third and two thirds of the run.
+
+        >>> import nqs_engine as nqs
+        >>> s = nqs.Schedule.piecewise(900, (1/3, 2/3), lr=(1, 1, 1), batch=(32, 64, 128))
+        >>> s.steps.tolist(), s.batch.tolist()
+        ([300.0, 300.0, 300.0], [32.0, 64.0, 128.0])
+        """
+        f = np.asarray(boundaries, dtype=np.float64)
+        if f.ndim != 1 or np.any(np.diff(f) < 0) or np.any((f < 0) | (f > 1)):
+            raise ValueError(f"boundaries must be increasing fractions in [0, 1], got {boundaries}")
+        S = f.size + 1
+        lr_arr = np.asarray(lr, dtype=np.float64)
+        if lr_arr.shape != (S,):
+            raise ValueError(f"lr needs {S} values (one per segment), got {len(np.atleast_1d(lr))}")
+        K = jnp.asarray(_float(K))
+        cuts = jnp.floor(jnp.asarray(f) * K[..., None])
+        edges = jnp.concatenate(
+            [jnp.zeros_like(cuts[..., :1]), cuts, K[..., None]], axis=-1
+        )
+        steps = jnp.diff(edges, axis=-1)
+        b = jnp.asarray(_float(batch))
+        if b.ndim == 0:
+            b = jnp.full(steps.shape, b)
+        elif b.shape[-1] != S:
+            raise ValueError(f"batch needs {S} values (one per segment) or one, got {b.shape[-1]}")
+        return cls(jnp.broadcast_to(jnp.asarray(lr_arr), steps.shape), b, steps)
+
+    @classmethod
+    def step_decay(
+        cls,
+        K: RealLike,
+        B: RealLike,
+        boundaries: Sequence[float] = (0.5, 0.75),
+        factors: Sequence[float] = (0.1, 0.01),
+    ) -> "Schedule":
+        """Multiplier 1, then `factors[i]` from fraction `boundaries[i]` of `K` on.
+
+        **Example:**
+
+        >>> import nqs_engine as nqs
+        >>> nqs.Schedule.step_decay(100, 8, (0.5,), (0.5,)).lr.tolist()
+        [1.0, 0.5]
+        """
+        if len(factors) != len(boundaries):
+            raise ValueError("step_decay needs one factor per boundary")
+        return cls.piecewise(K, boundaries, (1.0, *factors), B)
+
+    @classmethod
+    def batch_ramp(
+        cls,
+        K: RealLike,
+        batches: Sequence[float],
+        boundaries: Sequence[float] | None = None,
+        lr: float = 1.0,
+    ) -> "Schedule":
+        """Batch size `batches[i]` on segment i, changing at fractions `boundaries` of `K`
+        (default: equal thirds, quarters, ...). Multiplier `lr` throughout.
+
+        **Example:** double the batch half way.
+
+        >>> import nqs_engine as nqs
+        >>> nqs.Schedule.batch_ramp(1000, (256, 512)).batch.tolist()
+        [256.0, 512.0]
+        """
+        S = len(batches)
+        if S < 1:
+            raise ValueError("batch_ramp needs at least one batch size")
+        if boundaries is None:
+            boundaries = tuple(i / S for i in range(1, S))
+        return cls.piecewise(K, boundaries, (lr,) * S, tuple(batches))
+
+    @classmethod
+    def _smooth(cls, K, B, pieces, curve_mean):
+        """Equal pieces of [0, K] with multiplier `curve_mean(t0, t1)` (fractions of K)."""
+        K = jnp.asarray(_float(K))
+        edges = jnp.floor(jnp.linspace(0.0, 1.0, pieces + 1) * K[..., None])
+        t0, t1 = edges[..., :-1], edges[..., 1:]
+        steps = t1 - t0
+        safe_K = jnp.where(K > 0, K, 1.0)[..., None]
+        lr = curve_mean(t0 / safe_K, t1 / safe_K)
+        return cls(lr, jnp.broadcast_to(jnp.asarray(_float(B))[..., None], steps.shape), steps)
+
+    @classmethod
+    def warmup(
+        cls, K: RealLike, B: RealLike, warmup: float = 0.01, pieces: int = 8
+    ) -> "Schedule":
+        r"""Linear warmup from 0 to the peak over the first fraction `warmup` of `K`
+        (in `pieces` equal pieces, multiplier the mean of the ramp over each), then
+        constant.
+
+        **Example:**
+
+        >>> import nqs_engine as nqs
+        >>> nqs.Schedule.warmup(1000, 8, warmup=0.1, pieces=2).lr.tolist()
+        [0.25, 0.75, 1.0]
+        """
+        _check_fraction("warmup", warmup)
+        ramp = cls._smooth(
+            jnp.floor(jnp.asarray(_float(K)) * warmup), B, pieces, lambda a, b: (a + b) / 2
+        )
+        rest = jnp.asarray(_float(K)) - ramp.total_steps
+        return _concat(ramp, cls.constant(rest, B))
+
+    @classmethod
+    def cosine(
+        cls,
+        K: RealLike,
+        B: RealLike,
+        pieces: int = 32,
+        warmup: float = 0.0,
+        final: float = 0.0,
+        warmup_pieces: int = 4,
+    ) -> "Schedule":
+        r"""Cosine decay $m(t) = f + (1 - f)\,\tfrac12 (1 + \cos \pi t)$ from the peak to
+        `final` $= f$ over the run after an optional linear warmup (fraction
+        `warmup`), in `pieces` equal pieces whose multiplier is the exact mean of
+        the curve over the piece.
+
+        **Example:**
+
+        >>> import nqs_engine as nqs
+        >>> s = nqs.Schedule.cosine(1000, 64, pieces=4)
+        >>> [round(v, 4) for v in s.lr.tolist()]
+        [0.9502, 0.6865, 0.3135, 0.0498]
+        """
+        _check_fraction("warmup", warmup)
+        _check_fraction("final", final)
+
+        def mean(a, b):
+            width = jnp.where(b > a, b - a, 1.0)
+            avg_cos = (jnp.sin(jnp.pi * b) - jnp.sin(jnp.pi * a)) / (jnp.pi * width)
+            avg_cos = jnp.where(b > a, avg_cos, jnp.cos(jnp.pi * a))
+            return final + (1 - final) * 0.5 * (1 + avg_cos)
+
+        K = jnp.asarray(_float(K))
+        if warmup == 0:
+            return cls._smooth(K, B, pieces, mean)
+        ramp = cls._smooth(jnp.floor(K * warmup), B, warmup_pieces, lambda a, b: (a + b) / 2)
+        return _concat(ramp, cls._smooth(K - ramp.total_steps, B, pieces, mean))
+
+    @classmethod
+    def wsd(
+        cls,
+        K: RealLike,
+        B: RealLike,
+        decay: float = 0.2,
+        pieces: int = 8,
+        warmup: float = 0.0,
+        final: float = 0.0,
+        warmup_pieces: int = 4,
+    ) -> "Schedule":
+        r"""Warmup-stable-decay: optional linear warmup (fraction `warmup`), constant
+        peak, then a linear decay to `final` over the last fraction `decay` of `K`
+        (in `pieces` pieces, multiplier the mean of the line over each).
+
+        **Example:**
+
+        >>> import nqs_engine as nqs
+        >>> s = nqs.Schedule.wsd(1000, 64, decay=0.2, pieces=2)
+        >>> s.lr.tolist(), s.steps.tolist()
+        ([1.0, 0.75, 0.25], [800.0, 100.0, 100.0])
+        """
+        _check_fraction("decay", decay)
+        _check_fraction("warmup", warmup)
+        _check_fraction("final", final)
+        K = jnp.asarray(_float(K))
+        decay_steps = jnp.floor(K * decay)
+        tail = cls._smooth(decay_steps, B, pieces, lambda a, b: 1 - (1 - final) * (a + b) / 2)
+        parts = []
+        if warmup > 0:
+            parts.append(cls._smooth(jnp.floor(K * warmup), B, warmup_pieces, lambda a, b: (a + b) / 2))
+        used = sum((p.total_steps for p in parts), jnp.zeros_like(K)) + decay_steps
+        parts += [cls.constant(K - used, B), tail]
+        return _concat(*parts)
+
+    @classmethod
+    def from_arrays(
+        cls,
+        lr_per_step: np.ndarray,
+        batch_per_step: np.ndarray | float,
+        segments: int | None = None,
+    ) -> "Schedule":
+        r"""A schedule from per-step multipliers $m_t$ and batch sizes $B_t$, $t = 1..K$.
+
+        - `segments=None`: exact. Consecutive steps with equal $(m_t, B_t)$ merge into
+          one segment (run-length encoding); the risk is that of the per-step run.
+        - `segments=S`: $S$ equal-length pieces (the last takes the remainder). A
+          piece gets $m = \overline{m_t}$ and $B = m^2 / \overline{m_t^2 / B_t}$, which
+          keeps $\sum_t \gamma_t$ (how far each direction has moved) and the
+          injected noise $\sum_t \gamma_t^2 / B_t$ of every piece exact; the
+          remaining error is second order in the variation within a piece (for a
+          cosine of $K = 2000$ steps: see `benchmarks/bench_schedule.py`).
+
+        Host-side (NumPy) conversion; not traceable.
+
+        **Example:**
+
+        >>> import numpy as np, nqs_engine as nqs
+        >>> s = nqs.Schedule.from_arrays(np.array([1, 1, 1, 0.5, 0.5]), 16)
+        >>> s.lr.tolist(), s.steps.tolist()
+        ([1.0, 0.5], [3.0, 2.0])
+        """
+        m = np.asarray(lr_per_step, dtype=np.float64)
+        if m.ndim != 1 or m.size == 0:
+            raise ValueError("lr_per_step must be a non-empty 1-D array")
+        b = np.broadcast_to(np.asarray(batch_per_step, dtype=np.float64), m.shape)
+        if not (np.all(np.isfinite(m)) and np.all(m >= 0)):
+            i = int(np.argmax(~np.isfinite(m) | (m < 0)))
+            raise ValueError(f"lr_per_step[{i}] = {m[i]} must be finite and >= 0")
+        if not (np.all(np.isfinite(b)) and np.all(b > 0)):
+            i = int(np.argmax(~np.isfinite(b) | (b <= 0)))
+            raise ValueError(f"batch_per_step[{i}] = {b[i]} must be finite and > 0")
+        if segments is None:
+            change = np.flatnonzero((np.diff(m) != 0) | (np.diff(b) != 0)) + 1
+            starts = np.concatenate([[0], change])
+            lengths = np.diff(np.concatenate([starts, [m.size]]))
+            return cls(m[starts], b[starts], lengths.astype(np.float64))
+        if not (isinstance(segments, int) and 1 <= segments <= m.size):
+            raise ValueError(f"segments must be an integer in 1..{m.size}, got {segments!r}")
+        pieces = np.array_split(np.arange(m.size), segments)
+        lr = np.array([m[p].mean() for p in pieces])
+        noise = np.array([np.mean(m[p] ** 2 / b[p]) for p in pieces])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            batch = np.where(noise > 0, lr**2 / noise, np.array([b[p].mean() for p in pieces]))
+        steps = np.array([p.size for p in pieces], dtype=np.float64)
+        return cls(lr, batch, steps)
+
+
+def _check_fraction(name, value):
+    if not (0 <= value <= 1) or math.isnan(value):
+        raise ValueError(f"{name} must be a fraction in [0, 1], got {value}")
+
+
+def _concat(*schedules: Schedule) -> Schedule:
+    parts = [s.broadcast() for s in schedules]
+    shape = np.broadcast_shapes(*(p.shape for p in parts))
+    fields = []
+    for name in ("lr", "batch", "steps"):
+        arrays = [jnp.broadcast_to(getattr(p, name), (*shape, p.num_segments)) for p in parts]
+        fields.append(jnp.concatenate(arrays, axis=-1))
+    return Schedule(*fields)
+
+
+__all__ = ["Schedule"]

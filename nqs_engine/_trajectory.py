@@ -1,0 +1,275 @@
+r"""Loss trajectories under a schedule, and the weight-norm variant (SPEC section 2).
+
+Both run a recurrence per direction over a sequence of *pieces* (pieces of
+segments, cut at checkpoints or at stairs), on the points of a
+[`nqs_engine.DirectionNodes`][], and sum the directions after every piece: one
+pass over the schedule, as a `lax.scan`.
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._custom_types import FloatArray, RealLike
+from ._params import DEFAULT_LR, NQSParams
+from ._quadrature import SumRule, direction_nodes, hurwitz_zeta
+from ._risk import (
+    RiskBreakdown,
+    _advance,
+    _bias_from_state,
+    _check_values,
+    _lambda,
+    _prepare,
+    _variance_from_state,
+)
+from ._schedule import Schedule
+
+
+def _pieces(steps, cuts):
+    """Merge segment ends with extra cut points: piece ends, lengths and segment index."""
+    ends = jnp.cumsum(steps)
+    piece_ends = jnp.sort(jnp.concatenate([ends, cuts]))
+    lengths = jnp.diff(piece_ends, prepend=jnp.zeros((1,), piece_ends.dtype))
+    seg = jnp.clip(jnp.searchsorted(ends, piece_ends, side="left"), 0, steps.shape[0] - 1)
+    return piece_ends, lengths, seg
+
+
+class _State(eqx.Module):
+    log_b: FloatArray
+    v: FloatArray
+
+
+def _initial(nodes):
+    zeros = lambda u: jnp.zeros_like(u)  # noqa: E731
+    return (
+        _State(zeros(nodes.head_log_n), zeros(nodes.head_log_n)),
+        _State(zeros(nodes.tail_log_n), zeros(nodes.tail_log_n)),
+    )
+
+
+def _step(lams, states, lr, batch, k):
+    """Advance head and tail states by one piece."""
+    out = []
+    for lam, state, tail in zip(lams, states, (False, True)):
+        log_b, v = _advance(lam, tail, state.log_b, state.v, lr, batch, k)
+        out.append(_State(log_b, v))
+    return tuple(out)
+
+
+def _sums(nodes, theta, lams, states):
+    """(bias, variance) summed over directions for the current states."""
+    us = (nodes.head_log_n, nodes.tail_log_n)
+    bias = [_bias_from_state(u, t, theta, s.log_b) for u, t, s in zip(us, (False, True), states)]
+    var = [_variance_from_state(u, t, theta, lam, s.v)
+           for u, t, lam, s in zip(us, (False, True), lams, states)]
+    return nodes.total(*bias), nodes.total(*var)
+
+
+def _config_trajectory(theta, N, lrs, batches, steps, checkpoints, rule):
+    nodes = direction_nodes(N, rule)
+    lams = (_lambda(nodes.head_log_n, theta), _lambda(nodes.tail_log_n, theta))
+    piece_ends, lengths, seg = _pieces(steps, checkpoints)
+
+    def body(states, piece):
+        lr, batch, k = piece
+        states = _step(lams, states, lr, batch, k)
+        return states, _sums(nodes, theta, lams, states)
+
+    _, (bias, var) = jax.lax.scan(body, _initial(nodes), (lrs[seg], batches[seg], lengths))
+    # The last piece ending at each checkpoint (zero-length pieces change nothing).
+    pos = jnp.searchsorted(piece_ends, checkpoints, side="right") - 1
+    return bias[pos], var[pos]
+
+
+@eqx.filter_jit
+def _trajectory_flat(theta, N, lrs, batches, steps, checkpoints, rule):
+    N = _check_values(theta, N, lrs, batches, steps, rule)
+    total = jnp.sum(steps, axis=-1)
+    N = eqx.error_if(
+        N,
+        jnp.any((checkpoints[None, :] > total[:, None]) | (checkpoints[None, :] < 0), axis=-1),
+        "checkpoints must lie between 0 and the schedule's total number of steps",
+    )
+    bias, var = jax.vmap(
+        lambda th, n, lr, b, k: _config_trajectory(tuple(th), n, lr, b, k, checkpoints, rule)
+    )(theta.T, N, lrs, batches, steps)
+    approx = 0.5 * theta[2] * hurwitz_zeta(theta[0], N + 1, terms=rule.head)
+    return bias, var, approx
+
+
+def trajectory(
+    params: NQSParams,
+    N: RealLike,
+    schedule: Schedule,
+    checkpoints: RealLike,
+    *,
+    lr: RealLike = DEFAULT_LR,
+    rule: SumRule = SumRule(),
+) -> RiskBreakdown:
+    r"""The loss curve: the risk after each of `checkpoints` steps of `schedule`.
+
+    The schedule is cut at the checkpoints into pieces and the recurrence of
+    [`nqs_engine.schedule_risk`][] runs once over them (a `lax.scan`), summing the
+    directions after every piece, so the whole curve costs one pass. The value at
+    checkpoint $k$ equals the risk of the schedule truncated at $k$ steps.
+
+    **Arguments:** as [`nqs_engine.schedule_risk`][], plus `checkpoints`, a 1-D
+    array of step counts in $[0, K]$ (any order; shared by all configurations).
+
+    **Returns:** a [`nqs_engine.RiskBreakdown`][] of shape
+    `(*batch_shape, len(checkpoints))`.
+
+    **Example:**
+
+    >>> import numpy as np, nqs_engine as nqs
+    >>> params, lr = nqs.preset("pythia-owt2")
+    >>> sched = nqs.Schedule.cosine(10_000, 256, pieces=16)
+    >>> curve = nqs.trajectory(params, 1e8, sched, np.linspace(0, 10_000, 5), lr=lr)
+    >>> curve.total.shape
+    (5,)
+    >>> bool(np.all(np.diff(curve.total) < 0))
+    True
+    """
+    if not isinstance(schedule, Schedule):
+        raise TypeError(f"schedule must be a Schedule, got {type(schedule).__name__}")
+    checkpoints = np.asarray(checkpoints) if not isinstance(checkpoints, jax.Array) else checkpoints
+    if checkpoints.ndim != 1 or checkpoints.shape[0] == 0:
+        raise ValueError(f"checkpoints must be a non-empty 1-D array, got shape {checkpoints.shape}")
+    prepared = _prepare(params, N, lr, (schedule.lr, schedule.batch, schedule.steps), rule)
+    cps = jnp.asarray(checkpoints, dtype=prepared.N.dtype)
+    bias, var, approx = _trajectory_flat(*prepared.flat, cps, rule)
+    shape = (*prepared.shape, cps.shape[0])
+    e_irr = jnp.broadcast_to(prepared.theta[4][:, None], bias.shape)
+    approx = jnp.broadcast_to(approx[:, None], bias.shape)
+    parts = [e_irr, approx, bias, var, e_irr + approx + bias + var]
+    return RiskBreakdown(*(a.reshape(shape) for a in parts))
+
+
+# ---------------------------------------------------------------------------
+# The weight-norm variant (SPEC section 2).
+# ---------------------------------------------------------------------------
+
+_MAX_STAIRS = 101  # K / w(K) < 101 for every K (w(K) as in stair_width)
+
+
+def stair_width(K: FloatArray) -> FloatArray:
+    r"""$w(K) = \max(\lfloor K/100 \rfloor, \min(1000, \lfloor K/10 \rfloor))$ for $K > 10$, else 1.
+
+    **Example:**
+
+    >>> from nqs_engine._trajectory import stair_width
+    >>> [int(stair_width(k)) for k in (5, 50, 5_000, 50_000, 500_000)]
+    [1, 5, 500, 1000, 5000]
+    """
+    K = jnp.asarray(K)
+    wide = jnp.maximum(jnp.floor(K / 100), jnp.minimum(1000.0, jnp.floor(K / 10)))
+    return jnp.where(K > 10, wide, 1.0)
+
+
+def _config_weight_norm(theta, N, lrs, batches, steps, gamma0, s0, rule):
+    p, q, P, Q = theta[0], theta[1], theta[2], theta[3]
+    R, r = theta[5], theta[6]
+    nodes = direction_nodes(N, rule)
+    us = (nodes.head_log_n, nodes.tail_log_n)
+    lams = tuple(_lambda(u, theta) for u in us)
+    # W2_n = (P/Q) n^(q-p) (1 - sqrt(b_n))^2 + R n^-r v_n  (times n on the tail).
+    c_bias = tuple((P / Q) * jnp.exp((q - p + t) * u) for u, t in zip(us, (0, 1)))
+    c_var = tuple(R * jnp.exp((t - r) * u) for u, t in zip(us, (0, 1)))
+    K = jnp.sum(steps)
+    w = stair_width(K)
+    stairs = jnp.minimum(w * jnp.arange(1, _MAX_STAIRS + 1, dtype=K.dtype), K)
+    _, lengths, seg = _pieces(steps, stairs)
+
+    def body(carry, piece):
+        states, gamma_prev = carry
+        lr_sched, batch, k = piece
+        w2 = nodes.total(
+            *(cb * jnp.expm1(s.log_b / 2) ** 2 + cv * s.v for cb, cv, s in zip(c_bias, c_var, states))
+        )
+        scaled = gamma0 * s0 / (s0 + jnp.maximum(w2, 0))
+        gamma = jnp.minimum(jnp.minimum(gamma_prev, lr_sched), scaled)
+        gamma = jnp.where(k > 0, gamma, gamma_prev)  # an empty piece starts no stair
+        return (_step(lams, states, gamma, batch, k), gamma), None
+
+    init = (_initial(nodes), jnp.asarray(jnp.inf, dtype=K.dtype))
+    (states, _), _ = jax.lax.scan(body, init, (lrs[seg], batches[seg], lengths))
+    return _sums(nodes, theta, lams, states)
+
+
+@eqx.filter_jit
+def _weight_norm_flat(theta, N, lrs, batches, steps, gamma0, s0, rule, batch_size):
+    N = _check_values(theta, N, lrs, batches, steps, rule)
+    N = eqx.error_if(N, ~jnp.isfinite(s0) | (s0 <= 0), "init_sq_norm must be finite and > 0")
+
+    def one(args):
+        th, n, lr, b, k, g0, s = args
+        return _config_weight_norm(tuple(th), n, lr, b, k, g0, s, rule)
+
+    bias, var = jax.lax.map(one, (theta.T, N, lrs, batches, steps, gamma0, s0), batch_size=batch_size)
+    approx = 0.5 * theta[2] * hurwitz_zeta(theta[0], N + 1, terms=rule.head)
+    return bias, var, approx
+
+
+def weight_norm_risk(
+    params: NQSParams,
+    N: RealLike,
+    schedule: Schedule,
+    *,
+    lr: RealLike = DEFAULT_LR,
+    init_sq_norm: RealLike | None = None,
+    rule: SumRule = SumRule(),
+    chunk: int = 256,
+) -> RiskBreakdown:
+    r"""The risk of the weight-norm variant (SPEC section 2): weight growth decays the step.
+
+    The run is cut into stairs of $w(K)$ steps ([`stair_width`][]; the last takes the
+    remainder) and at the schedule's own change points. Before each stair the
+    step size becomes
+
+    $$\gamma \leftarrow \min\Big(\gamma_{prev},\ \gamma_{sched},\ \gamma_0 \frac{s}{s + W_2}\Big),
+      \qquad W_2 = \sum_{n \le N} \frac{P n^{-p}}{\lambda_n}(1 - \sqrt{b_n})^2
+        + \frac{2}{\lambda_n}\mathrm{var}_n,$$
+
+    the expected squared weight norm after the stairs so far (SPEC's
+    $(1 - 2c_n) P n^{-p}/\lambda_n + (2/\lambda_n)(\mathrm{bias}_n + \mathrm{var}_n)$ with
+    $c_n = \sqrt{b_n}$, written without cancellation), $s$ = `init_sq_norm`
+    $= E\|w_0\|^2$ (default $N \cdot 0.02^2$) and $\gamma_0$ = `lr`. The stairs run
+    as one `lax.scan` (at most 101 stairs plus the schedule's segments), each
+    summing $W_2$ over the directions; the loss is then that of the resulting
+    per-stair step sizes.
+
+    **Example:**
+
+    >>> import nqs_engine as nqs
+    >>> params, lr = nqs.preset("pythia-owt2")
+    >>> sched = nqs.Schedule.constant(10_000, 256)
+    >>> plain = nqs.schedule_risk(params, 1e8, sched, lr=lr).total
+    >>> wn = nqs.weight_norm_risk(params, 1e8, sched, lr=lr).total
+    >>> bool(wn != plain)
+    True
+    """
+    if not isinstance(schedule, Schedule):
+        raise TypeError(f"schedule must be a Schedule, got {type(schedule).__name__}")
+    extras = () if init_sq_norm is None else (("init_sq_norm", init_sq_norm),)
+    prepared = _prepare(params, N, lr, (schedule.lr, schedule.batch, schedule.steps), rule,
+                        extras=extras)
+    s0 = prepared.extras[0] if extras else prepared.N * 0.02**2
+    gamma0 = _peak(prepared, lr)
+    bias, var, approx = _weight_norm_flat(
+        *prepared.flat, gamma0, s0, rule, max(1, min(chunk, prepared.size))
+    )
+    e_irr = prepared.theta[4]
+    parts = [e_irr, approx, bias, var, e_irr + approx + bias + var]
+    return RiskBreakdown(*(a.reshape(prepared.shape) for a in parts))
+
+
+def _peak(prepared, lr):
+    """The peak step size gamma0 = lr, broadcast and flattened like the configurations."""
+    lr = jnp.asarray(np.asarray(lr, dtype=np.float64) if not isinstance(lr, jax.Array) else lr)
+    return jnp.broadcast_to(lr.astype(prepared.N.dtype), prepared.shape).reshape(-1)
+
+
+__all__ = ["trajectory", "weight_norm_risk", "stair_width"]
