@@ -9,6 +9,7 @@ pass over the schedule, as a `lax.scan`.
 from __future__ import annotations
 
 import equinox as eqx
+import equinox.internal as eqxi
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -19,6 +20,9 @@ from ._quadrature import SumRule, direction_nodes, hurwitz_zeta
 from ._risk import (
     RiskBreakdown,
     _advance,
+    _log_abs_one_minus,
+    _neg_ratio,
+    _two_minus_product,
     _bias_from_state,
     _check_values,
     _lambda,
@@ -169,48 +173,116 @@ def stair_width(K: FloatArray) -> FloatArray:
     return jnp.where(K > 10, wide, 1.0)
 
 
-def _config_weight_norm(theta, N, lrs, batches, steps, gamma0, s0, rule):
-    p, q, P, Q = theta[0], theta[1], theta[2], theta[3]
-    R, r = theta[5], theta[6]
-    nodes = direction_nodes(N, rule)
-    us = (nodes.head_log_n, nodes.tail_log_n)
-    lams = tuple(_lambda(u, theta) for u in us)
-    # W2_n = (P/Q) n^(q-p) (1 - sqrt(b_n))^2 + R n^-r v_n  (times n on the tail).
-    c_bias = tuple((P / Q) * jnp.exp((q - p + t) * u) for u, t in zip(us, (0, 1)))
-    c_var = tuple(R * jnp.exp((t - r) * u) for u, t in zip(us, (0, 1)))
+class _NormState(eqx.Module):
+    """Per-direction state of the weight-norm scan: c = sqrt(b), m = 1 - sqrt(b), and v."""
+
+    c: FloatArray
+    m: FloatArray
+    v: FloatArray
+
+
+def _advance_sqrt(lam, tail, state, lr, batch, k):
+    r"""One piece of the recurrence, carried as $c = \sqrt{b}$ and $m = 1 - \sqrt{b}$.
+
+    With $h = \mathrm{expm1}(k \log|1 - x|)$, i.e. $|a|^k = 1 + h$:
+    $c \leftarrow c(1 + h)$, $m \leftarrow m(1 + h) - h$ (both terms $\ge 0$: no
+    cancellation), $a^{2k} = (1 + h)^2$ and $1 - a^{2k} = -h(2 + h)$. One `log1p` and
+    one `expm1` per direction and piece, and $m$ gives $W_2$'s $(1 - \sqrt{b})^2$
+    without cancellation.
+    """
+    x = lr * lam
+    if tail:
+        x = jnp.maximum(x, jnp.finfo(x.dtype).tiny)
+        L = jnp.log1p(-x)
+        d = 2 - x
+    else:
+        d = _two_minus_product(lr, lam)
+        L = _log_abs_one_minus(x, d)
+    h = jnp.expm1(k * L)
+    one_minus_a2k = -h * (2 + h)
+    if tail:
+        fresh = (lr * lr / batch) * one_minus_a2k / (x * d)
+    else:
+        y = 2 * k * L
+        ok = jnp.abs(y) > jnp.finfo(y.dtype).tiny
+        exprel = jnp.where(ok, -one_minus_a2k / jnp.where(ok, y, 1), 1)
+        fresh = (lr * lr / batch) * (2 * k) * exprel * _neg_ratio(L, x) / d
+    decay = 1 + h
+    return _NormState(state.c * decay, state.m * decay - h, state.v * decay * decay + fresh)
+
+
+def _weight_norm_pieces(steps):
+    """Stairs and segment ends merged into pieces, the non-empty ones first (in order).
+
+    Returns (lengths, segment index, number of non-empty pieces); at most
+    101 + S pieces, of which typically 10-100 are non-empty.
+    """
     K = jnp.sum(steps)
     w = stair_width(K)
     stairs = jnp.minimum(w * jnp.arange(1, _MAX_STAIRS + 1, dtype=K.dtype), K)
     _, lengths, seg = _pieces(steps, stairs)
+    order = jnp.argsort(lengths <= 0, stable=True)
+    return lengths[order], seg[order], jnp.sum(lengths > 0)
 
-    def body(carry, piece):
-        states, gamma_prev = carry
-        lr_sched, batch, k = piece
-        w2 = nodes.total(
-            *(cb * jnp.expm1(s.log_b / 2) ** 2 + cv * s.v for cb, cv, s in zip(c_bias, c_var, states))
-        )
+
+def _config_weight_norm(theta, N, lrs, batches, lengths, seg, n_pieces, gamma0, s0, rule):
+    p, q, P, Q = theta[0], theta[1], theta[2], theta[3]
+    R, r = theta[5], theta[6]
+    nodes = direction_nodes(N, rule)
+    us = (nodes.head_log_n, nodes.tail_log_n)
+    tails = (False, True)
+    lams = tuple(_lambda(u, theta) for u in us)
+    # W2_n = (P/Q) n^(q-p) (1 - sqrt(b_n))^2 + R n^-r v_n  (times n on the tail).
+    c_bias = tuple((P / Q) * jnp.exp((q - p + t) * u) for u, t in zip(us, tails))
+    c_var = tuple(R * jnp.exp((t - r) * u) for u, t in zip(us, tails))
+
+    def body(carry):
+        i, states, gamma_prev = carry
+        lr_sched, batch, k = lrs[seg[i]], batches[seg[i]], lengths[i]
+        w2 = nodes.total(*(cb * s.m**2 + cv * s.v for cb, cv, s in zip(c_bias, c_var, states)))
         scaled = gamma0 * s0 / (s0 + jnp.maximum(w2, 0))
         gamma = jnp.minimum(jnp.minimum(gamma_prev, lr_sched), scaled)
-        gamma = jnp.where(k > 0, gamma, gamma_prev)  # an empty piece starts no stair
-        return (_step(lams, states, gamma, batch, k), gamma), None
+        states = tuple(
+            _advance_sqrt(lam, t, s, gamma, batch, k) for lam, t, s in zip(lams, tails, states)
+        )
+        return i + 1, states, gamma
 
-    init = (_initial(nodes), jnp.asarray(jnp.inf, dtype=K.dtype))
-    (states, _), _ = jax.lax.scan(body, init, (lrs[seg], batches[seg], lengths))
-    return _sums(nodes, theta, lams, states)
+    def start(u):
+        return _NormState(jnp.ones_like(u), jnp.zeros_like(u), jnp.zeros_like(u))
+
+    init = (jnp.asarray(0), tuple(start(u) for u in us), jnp.asarray(jnp.inf, dtype=N.dtype))
+    # Only the non-empty pieces run; "checkpointed" keeps reverse-mode differentiation.
+    _, states, _ = eqxi.while_loop(
+        lambda carry: carry[0] < n_pieces, body, init, max_steps=lengths.shape[0],
+        kind="checkpointed",
+    )
+    bias = nodes.total(
+        *(0.5 * P * s.c**2 * jnp.exp((t - p) * u) for u, t, s in zip(us, tails, states))
+    )
+    var = nodes.total(
+        *(_variance_from_state(u, t, theta, lam, s.v) for u, t, lam, s in zip(us, tails, lams, states))
+    )
+    return bias, var
 
 
 @eqx.filter_jit
 def _weight_norm_flat(theta, N, lrs, batches, steps, gamma0, s0, rule, batch_size):
     N = _check_values(theta, N, lrs, batches, steps, rule)
     N = eqx.error_if(N, ~jnp.isfinite(s0) | (s0 <= 0), "init_sq_norm must be finite and > 0")
+    lengths, seg, n_pieces = jax.vmap(_weight_norm_pieces)(steps)
+    # Configurations with similar numbers of stairs share a batch, so that the
+    # batched while loop runs about as many steps as each of them needs.
+    order = jnp.argsort(n_pieces)
+    inputs = (theta.T, N, lrs, batches, lengths, seg, n_pieces, gamma0, s0)
 
     def one(args):
-        th, n, lr, b, k, g0, s = args
-        return _config_weight_norm(tuple(th), n, lr, b, k, g0, s, rule)
+        th, *rest = args
+        return _config_weight_norm(tuple(th), *rest, rule)
 
-    bias, var = jax.lax.map(one, (theta.T, N, lrs, batches, steps, gamma0, s0), batch_size=batch_size)
+    bias, var = jax.lax.map(one, tuple(a[order] for a in inputs), batch_size=batch_size)
+    inverse = jnp.argsort(order)
     approx = 0.5 * theta[2] * hurwitz_zeta(theta[0], N + 1, terms=rule.head)
-    return bias, var, approx
+    return bias[inverse], var[inverse], approx
 
 
 def weight_norm_risk(
@@ -221,7 +293,7 @@ def weight_norm_risk(
     lr: RealLike = DEFAULT_LR,
     init_sq_norm: RealLike | None = None,
     rule: SumRule = SumRule(),
-    chunk: int = 256,
+    chunk: int = 16,
 ) -> RiskBreakdown:
     r"""The risk of the weight-norm variant (SPEC section 2): weight growth decays the step.
 
