@@ -95,32 +95,27 @@ def _two_minus_product(a, b):
 
 
 def _log_abs_one_minus(x, two_minus_x):
-    r"""$\log|1 - x|$ for $0 \le x < 2$, accurate at both ends.
+    r"""$\log|1 - x|$ for $0 \le x < 2$, accurate at both ends ($-\infty$ at $x = 1$).
 
     `log1p(-x)` for $x < 1/2$; $\log|1 - x|$ (exact subtraction) in between;
     `log1p(-(2 - x))` for $x > 3/2$, with $2 - x$ supplied accurately.
     """
-    tiny = jnp.finfo(x.dtype).tiny
     low, high = x < 0.5, x > 1.5
     near0 = jnp.log1p(-jnp.where(low, x, 0))
     near2 = jnp.log1p(-jnp.where(high, two_minus_x, 0))
-    mid = jnp.log(jnp.maximum(jnp.abs(1 - jnp.where(low | high, 2, x)), tiny))
+    mid = jnp.log(jnp.abs(1 - jnp.where(low | high, 2, x)))
     return jnp.where(low, near0, jnp.where(high, near2, mid))
 
 
-def _exprel(y):
-    r"""$(e^y - 1)/y$, equal to 1 at $y = 0$."""
-    tiny = jnp.finfo(y.dtype).tiny
-    ok = jnp.abs(y) > tiny
-    y_safe = jnp.where(ok, y, 1)
-    return jnp.where(ok, jnp.expm1(y_safe) / y_safe, 1)
+def _head_exponent(k, L):
+    """k * L, with 0 for k = 0 even where L = -inf (a = 0: a^0 = 1)."""
+    return jnp.where(k > 0, k * L, 0)
 
 
-def _neg_ratio(L, x):
-    r"""$L / (-x)$ with $L = \log|1 - x|$, equal to 1 at $x = 0$."""
-    tiny = jnp.finfo(x.dtype).tiny
-    ok = x > tiny
-    return jnp.where(ok, L / -jnp.where(ok, x, 1), 1)
+def _geometric_ratio(one_minus_a2k, x, d, k):
+    r"""$(1 - a^{2k})/(1 - a^2) = (1 - a^{2k})/(x(2 - x))$, with its limit $k$ as $x \to 0$."""
+    ok = x > jnp.finfo(x.dtype).tiny
+    return jnp.where(ok, one_minus_a2k / (jnp.where(ok, x, 1) * d), k)
 
 
 # Segments beyond this count are applied with lax.scan instead of unrolled.
@@ -142,16 +137,17 @@ def _advance(lam, tail, log_b, v, lr, batch, k, need_v=True):
         x = jnp.maximum(x, jnp.finfo(x.dtype).tiny)
         L = jnp.log1p(-x)
         d = 2 - x
+        y = 2 * k * L
     else:
         d = _two_minus_product(lr, lam)
         L = _log_abs_one_minus(x, d)
-    y = 2 * k * L
+        y = 2 * _head_exponent(k, L)
     log_b = y if log_b is None else log_b + y
     if need_v:
         if tail:
             fresh = (lr * lr / batch) * (-jnp.expm1(y)) / (x * d)
         else:
-            fresh = (lr * lr / batch) * (2 * k) * _exprel(y) * _neg_ratio(L, x) / d
+            fresh = (lr * lr / batch) * _geometric_ratio(-jnp.expm1(y), x, d, k)
         v = fresh if v is None else v * jnp.exp(y) + fresh
     return log_b, v
 
@@ -244,7 +240,7 @@ def _check_values(theta, N, lrs, batches, steps, rule):
         N = eqx.error_if(N, pred, msg)
         ok = ok | pred
     ok = ~ok  # the checks below are only meaningful on otherwise valid input
-    lr_max = jnp.max(lrs, axis=-1)
+    lr_max = jnp.max(jnp.where(steps > 0, lrs, 0), axis=-1)  # empty segments never run
     N = eqx.error_if(
         N,
         ok & (lr_max * Q >= 2),

@@ -106,17 +106,25 @@ class Schedule(eqx.Module):
         return Schedule(self.lr, self.batch, jnp.clip(k - starts, 0, self.steps))
 
     def pad(self, num_segments: int) -> "Schedule":
-        """Append zero-step segments up to `num_segments` (to stack schedules of different S)."""
+        """Append zero-step segments up to `num_segments` (to stack schedules of different S).
+
+        The padding repeats the last segment's multiplier and batch size with no
+        steps, so it changes neither the risk nor any check.
+        """
         extra = num_segments - self.num_segments
         if extra < 0:
             raise ValueError(f"cannot pad {self.num_segments} segments down to {num_segments}")
         s = self.broadcast()
 
-        def ext(a, value):
-            filler = jnp.full((*a.shape[:-1], extra), value, a.dtype)
+        def ext(a, last):
+            filler = jnp.repeat(last[..., None], extra, axis=-1)
             return jnp.concatenate([a, filler], axis=-1)
 
-        return Schedule(ext(s.lr, 1.0), ext(s.batch, 1.0), ext(s.steps, 0.0))
+        return Schedule(
+            ext(s.lr, s.lr[..., -1]),
+            ext(s.batch, s.batch[..., -1]),
+            ext(s.steps, jnp.zeros_like(s.steps[..., -1])),
+        )
 
     # ------------------------------------------------------------------
     # Constructors
@@ -145,7 +153,9 @@ class Schedule(eqx.Module):
     ) -> "Schedule":
         r"""Segments cut at fractions of `K`: segment $i$ runs from $\lfloor f_{i-1} K\rfloor$
         to $\lfloor f_i K \rfloor$ ($f_0 = 0$, $f_S = 1$), with multiplier `lr[i]` and
-        batch `batch[i]` (a scalar batch applies to all).
+        batch `batch[..., i]`: the last axis of `batch` runs over segments (length
+        $S$, or 1 for one batch size throughout; a scalar is one for all; leading
+        axes are a batch of schedules).
 
         **Example:** batch doubling at a third and two thirds of the run.
 
@@ -169,9 +179,13 @@ class Schedule(eqx.Module):
         steps = jnp.diff(edges, axis=-1)
         b = jnp.asarray(_float(batch))
         if b.ndim == 0:
-            b = jnp.full(steps.shape, b)
-        elif b.shape[-1] != S:
-            raise ValueError(f"batch needs {S} values (one per segment) or one, got {b.shape[-1]}")
+            b = b[None]
+        if b.shape[-1] not in (1, S):
+            raise ValueError(
+                f"batch needs {S} values (one per segment) on its last axis, or 1; got shape {b.shape}"
+            )
+        b = jnp.broadcast_to(b, np.broadcast_shapes(b.shape, steps.shape))
+        steps = jnp.broadcast_to(steps, b.shape)
         return cls(jnp.broadcast_to(jnp.asarray(lr_arr), steps.shape), b, steps)
 
     @classmethod
@@ -192,7 +206,7 @@ class Schedule(eqx.Module):
         """
         if len(factors) != len(boundaries):
             raise ValueError("step_decay needs one factor per boundary")
-        return cls.piecewise(K, boundaries, (1.0, *factors), B)
+        return cls.piecewise(K, boundaries, (1.0, *factors), jnp.asarray(_float(B))[..., None])
 
     @classmethod
     def batch_ramp(

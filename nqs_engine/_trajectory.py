@@ -20,8 +20,9 @@ from ._quadrature import SumRule, direction_nodes, hurwitz_zeta
 from ._risk import (
     RiskBreakdown,
     _advance,
+    _geometric_ratio,
+    _head_exponent,
     _log_abs_one_minus,
-    _neg_ratio,
     _two_minus_product,
     _bias_from_state,
     _check_values,
@@ -193,20 +194,16 @@ def _advance_sqrt(lam, tail, state, lr, batch, k):
     x = lr * lam
     if tail:
         x = jnp.maximum(x, jnp.finfo(x.dtype).tiny)
-        L = jnp.log1p(-x)
         d = 2 - x
+        h = jnp.expm1(k * jnp.log1p(-x))
     else:
         d = _two_minus_product(lr, lam)
-        L = _log_abs_one_minus(x, d)
-    h = jnp.expm1(k * L)
+        h = jnp.expm1(_head_exponent(k, _log_abs_one_minus(x, d)))
     one_minus_a2k = -h * (2 + h)
     if tail:
         fresh = (lr * lr / batch) * one_minus_a2k / (x * d)
     else:
-        y = 2 * k * L
-        ok = jnp.abs(y) > jnp.finfo(y.dtype).tiny
-        exprel = jnp.where(ok, -one_minus_a2k / jnp.where(ok, y, 1), 1)
-        fresh = (lr * lr / batch) * (2 * k) * exprel * _neg_ratio(L, x) / d
+        fresh = (lr * lr / batch) * _geometric_ratio(one_minus_a2k, x, d, k)
     decay = 1 + h
     return _NormState(state.c * decay, state.m * decay - h, state.v * decay * decay + fresh)
 
