@@ -22,10 +22,24 @@ import equinox as eqx
 import jax
 import numpy as np
 
-from ._io import RUN_COLUMNS, Chunk, CsvColumns, InputError, atomic_output, load_params
+from ._io import (
+    RUN_COLUMNS,
+    SPEC_HELP,
+    Chunk,
+    Column,
+    CsvColumns,
+    InputError,
+    ScheduleSpec,
+    atomic_output,
+    load_params,
+    load_schedule_file,
+    parse_schedule,
+)
 from ._params import DEFAULT_LR, PRESETS, NQSParams, check_params, preset
 from ._quadrature import SumRule
-from ._risk import risk
+from ._risk import risk, schedule_risk
+from ._schedule import Schedule
+from ._trajectory import trajectory, weight_norm_risk
 
 PROG = "nqs-engine"
 
@@ -198,9 +212,13 @@ RUNS.csv (input)
   A CSV file (UTF-8, comma-separated) with a header row. Required columns,
   in any order:
     N   model size: non-embedding parameter count (directions), >= 1
-    B   batch size, sequences per step, > 0
+    B   batch size, sequences per step, > 0 (with a schedule: the base
+        batch size that batch multipliers scale)
     K   number of optimizer steps, >= 0
   Values are decimal numbers (1e9, 256, 2000.5); non-integers are allowed.
+  Optional column, read only with --variant weight-norm:
+    init_sq_norm   E||w0||^2, the expected squared initial weight norm, > 0
+                   (default N * 0.02^2)
   Any other columns are copied to PRED.csv unchanged and in order. Blank
   lines are skipped. In messages, row 1 is the first line after the header.
 
@@ -211,8 +229,33 @@ PARAMS (--params)
      "e_irr": 0.3545, "R": 8.41, "r": 2.583, "lr": 1.999}}
   Domain: p > 1, q > 0, P > 0, Q > 0, R > 0, e_irr >= 0, r finite. "lr" is
   the peak step size gamma0 (default {DEFAULT_LR}); --lr overrides it; lr * Q
-  must be < 2, else SGD diverges. Other keys are ignored. A preset name wins
-  over a file of the same name (write ./NAME for the file).
+  (times the schedule's largest multiplier) must be < 2, else SGD diverges.
+  Other keys are ignored. A preset name wins over a file of the same name
+  (write ./NAME for the file).
+
+Schedules (at most one of --schedule, --schedule-column, --schedule-file)
+  Without one, every run is constant: K steps at step size lr and batch B.
+  --schedule SPEC applies one schedule to every run (scaled to its K and B);
+  --schedule-column NAME reads a SPEC per row from column NAME of RUNS.csv
+  (rows may differ; each chunk is computed in one call, shorter schedules
+  padded with empty segments); --schedule-file FILE.json gives segments:
+    {{"lr": [1, 0.3, 0.1], "batch": [1, 1, 2], "steps": [0.5, 0.3, 0.2]}}
+  one entry per segment: "lr" multipliers of the peak step size (>= 0),
+  "batch" multipliers of each row's B (> 0; optional, default 1), "steps"
+  relative lengths (>= 0): segment i of a run of K steps ends at step
+  floor(K * (steps[0] + ... + steps[i]) / sum(steps)). Steps that add up to
+  a run's K give that run exactly those segments; fractions fit any K.
+
+Schedule SPECs (--schedule, --schedule-column)
+{SPEC_HELP}
+Variants (--variant)
+  plain        the NQS risk of the schedule (default)
+  weight-norm  the weight-norm variant: growth of the weight norm lowers the
+               step size in stairs of max(K/100, min(1000, K/10)) steps, to
+               min(previous, scheduled, lr * s / (s + W2)), W2 the expected
+               squared weight growth and s = init_sq_norm
+  The prediction column holds the chosen variant's loss; the four terms
+  are that variant's too.
 
 PRED.csv (output)
   The input columns, then
@@ -226,19 +269,55 @@ PRED.csv (output)
   to the same float64).
 
 Behaviour
-  The whole of RUNS.csv and PARAMS are checked before anything is computed;
-  RUNS.csv is then streamed in chunks of --chunk-rows rows, so memory stays
-  bounded however long it is. Computation is in float64. PRED.csv is written
-  to a temporary file beside it and moved into place at the end: it appears
-  complete or not at all, and after any error (or Ctrl-C) an existing
-  PRED.csv is left untouched. A one-line summary goes to stderr.
+  The whole of RUNS.csv, PARAMS and the schedules are checked before
+  anything is computed; RUNS.csv is then streamed in chunks of --chunk-rows
+  rows, so memory stays bounded however long it is. Computation is in
+  float64. PRED.csv is written to a temporary file beside it and moved into
+  place at the end: it appears complete or not at all, and after any error
+  (or Ctrl-C) an existing PRED.csv is left untouched. A one-line summary
+  goes to stderr.
 """
 
 _PREDICT_EPILOG = f"""\
 examples:
   {PROG} predict runs.csv --params pythia-owt2 --out pred.csv
   {PROG} predict runs.csv --params fit.json --lr 1.5 --out pred.csv --no-progress
+  {PROG} predict runs.csv --params pythia-owt2 --out pred.csv \\
+      --schedule cosine:pieces=32,warmup=0.01,final=0.1 --variant weight-norm
+  {PROG} predict runs.csv --params pythia-owt2 --out pred.csv --schedule-column sched
 """
+
+#: The optional RUNS.csv column of --variant weight-norm.
+INIT_SQ_NORM = Column("init_sq_norm", lambda v: v > 0, "must be > 0", "E||w0||^2")
+
+VARIANTS = ("plain", "weight-norm")
+
+# Rows x segments per chunk array stays below this (bounds memory for long schedules).
+_MAX_CHUNK_CELLS = 2**23
+
+
+def _add_schedule_options(parser: argparse.ArgumentParser, column: bool) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument(
+        "--schedule",
+        metavar="SPEC",
+        help=f"schedule of {'every run' if column else 'the run'}, e.g. "
+        "cosine:pieces=32,warmup=0.01,final=0.1, "
+        "step:0.5=0.1,0.75=0.01, wsd:decay=0.2, batch:0.5=2, warmup:0.01 "
+        "(language above; default: constant)",
+    )
+    if column:
+        group.add_argument(
+            "--schedule-column",
+            metavar="NAME",
+            help="read each row's schedule SPEC from column NAME of RUNS.csv",
+        )
+    group.add_argument(
+        "--schedule-file",
+        metavar="FILE.json",
+        help='segments {"lr": [...], "batch": [...], "steps": [...]} '
+        + ("(format above)" if column else f"(format: see '{PROG} predict --help')"),
+    )
 
 
 def _add_predict_arguments(parser: argparse.ArgumentParser) -> None:
@@ -247,6 +326,13 @@ def _add_predict_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out", required=True, metavar="PRED.csv", help="output CSV (written atomically)"
     )
+    parser.add_argument(
+        "--variant",
+        choices=VARIANTS,
+        default="plain",
+        help="plain NQS risk, or the weight-norm variant (default: plain)",
+    )
+    _add_schedule_options(parser, column=True)
     parser.add_argument(
         "--chunk-rows",
         type=_positive_int,
@@ -257,67 +343,182 @@ def _add_predict_arguments(parser: argparse.ArgumentParser) -> None:
     _add_progress_option(parser)
 
 
-def _chunk_size(n_rows: int, chunk_rows: int) -> int:
+def _chunk_size(n_rows: int, chunk_rows: int, num_segments: int = 1) -> int:
     """Rows per computation: every chunk is padded to this size (one compilation)."""
     padded = -(-n_rows // _PAD_MULTIPLE) * _PAD_MULTIPLE
-    return max(1, min(chunk_rows, padded))
+    cap = max(_PAD_MULTIPLE, _MAX_CHUNK_CELLS // max(1, num_segments))
+    return max(1, min(chunk_rows, padded, cap))
 
 
-def _predict_chunk(
-    params: NQSParams, lr: float, chunk: Chunk, size: int, path: str
-) -> np.ndarray:
-    """The (rows, 5) table of prediction and terms for one chunk, padded to `size`."""
-    m = len(chunk)
-    columns = [np.pad(chunk.values[c.name], (0, size - m), mode="edge") for c in RUN_COLUMNS]
-    try:
-        out = risk(params, *columns, lr=lr)
-    except eqx.EquinoxRuntimeError as exc:
+def _check_peak(params: NQSParams, lr: float, peak: float, where: str) -> None:
+    """Refuse a schedule whose largest multiplier `peak` makes lr * peak diverge (InputError)."""
+    if peak <= 1:
+        return  # lr itself was checked by _resolve_params
+    gamma = lr * peak
+    Q, q = float(params.Q), float(params.q)
+    if gamma * Q >= 2:
         raise InputError(
-            f"{path}, rows {chunk.start + 1}-{chunk.start + m}: {_runtime_message(exc)}"
-        ) from None
-    table = np.stack([np.asarray(getattr(out, field)) for _, field in PREDICT_COLUMNS], axis=1)
-    table = table[:m]
-    finite = np.isfinite(table).all(axis=1)
-    if not finite.all():
-        i = int(np.argmin(finite))
-        n, b, k = (chunk.values[c.name][i] for c in RUN_COLUMNS)
-        raise InputError(
-            f"{path}, row {chunk.start + i + 1}: the model's prediction is not finite "
-            f"(N={n:g}, B={b:g}, K={k:g})"
+            f"{where}: step size diverges: the schedule's largest multiplier {peak:g} gives "
+            f"lr * {peak:g} * Q = {gamma * Q:g} >= 2; lower lr or the multiplier"
         )
-    return table
+    rule = SumRule()
+    if rule.kink_ratio(gamma, Q, q) >= 1:
+        raise InputError(
+            f"{where}: parameter q = {q:g} is too small for the engine's quadrature rule at "
+            f"the schedule's largest step size lr * {peak:g}; raise q, or lower lr or Q"
+        )
+
+
+def _schedule_spec(args: argparse.Namespace) -> ScheduleSpec | None:
+    """The schedule of --schedule or --schedule-file (None for neither); InputError if bad."""
+    if args.schedule is not None:
+        try:
+            return parse_schedule(args.schedule)
+        except InputError as exc:
+            raise InputError(f"--schedule: {exc}") from None
+    if args.schedule_file is not None:
+        return load_schedule_file(args.schedule_file)
+    return None
+
+
+@dataclasses.dataclass
+class _Predictor:
+    """What `predict` computes for each chunk: the model, the variant and the schedules."""
+
+    params: NQSParams
+    lr: float
+    variant: str
+    path: str
+    schedule: ScheduleSpec | None = None  # one schedule for every row
+    column: str | None = None  # or a SPEC per row, from this column
+    num_segments: int = 1  # with `column`: the most segments of any row's schedule
+
+    def check(self, chunk: Chunk) -> None:
+        """Pass 1 with --schedule-column: parse each distinct SPEC, note the longest."""
+        if self.column is None:
+            return
+        first: dict[str, int] = {}
+        for i, text in enumerate(chunk.texts[self.column]):
+            first.setdefault(text, i)
+        for text, i in first.items():
+            where = f"{self.path}, row {chunk.start + i + 1}, column {self.column!r}"
+            try:
+                spec = parse_schedule(text)
+            except InputError as exc:
+                raise InputError(f"{where}: {exc}") from None
+            _check_peak(self.params, self.lr, spec.peak, f"{where}: schedule {text!r}")
+            self.num_segments = max(self.num_segments, spec.num_segments)
+
+    def schedules(self, chunk: Chunk, K: np.ndarray, B: np.ndarray) -> Schedule | None:
+        """The chunk's schedules (rows padded like K and B), or None for constant runs."""
+        if self.schedule is not None:
+            return self.schedule.build(K, B)
+        if self.column is None:
+            return None
+        m, S = len(chunk), self.num_segments
+        texts = np.asarray(chunk.texts[self.column])
+        distinct, group = np.unique(texts, return_inverse=True)
+        order = np.argsort(group, kind="stable")
+        bounds = np.cumsum(np.bincount(group, minlength=distinct.size))[:-1]
+        fields = np.empty((3, m, S))
+        # One vectorized build per distinct SPEC (not per row), padded to S segments.
+        # Its rows are padded to a power of two (>= 64), so that builds share
+        # compiled shapes across chunks.
+        for text, rows in zip(distinct.tolist(), np.split(order, bounds)):
+            n = rows.size
+            bucket = min(K.size, max(_PAD_MULTIPLE, 1 << (n - 1).bit_length()))
+            take = np.pad(rows, (0, max(0, bucket - n)), mode="edge")
+            sched = parse_schedule(text).build(K[take], B[take], S)
+            for j, name in enumerate(("lr", "batch", "steps")):
+                fields[j, rows] = np.asarray(getattr(sched, name))[:n]
+        fields = np.pad(fields, ((0, 0), (0, K.size - m), (0, 0)), mode="edge")
+        return Schedule(*fields)
+
+    def __call__(self, chunk: Chunk, size: int) -> np.ndarray:
+        """The (rows, 5) table of prediction and terms for one chunk, padded to `size`."""
+        m = len(chunk)
+        pad = lambda v: np.pad(v, (0, size - m), mode="edge")  # noqa: E731
+        N, B, K = (pad(chunk.values[c.name]) for c in RUN_COLUMNS)
+        try:
+            sched = self.schedules(chunk, K, B)
+            if self.variant == "weight-norm":
+                init = chunk.values.get(INIT_SQ_NORM.name)
+                out = weight_norm_risk(
+                    self.params,
+                    N,
+                    parse_schedule("constant").build(K, B) if sched is None else sched,
+                    lr=self.lr,
+                    init_sq_norm=None if init is None else pad(init),
+                )
+            elif sched is None:
+                out = risk(self.params, N, B, K, lr=self.lr)
+            else:
+                out = schedule_risk(self.params, N, sched, lr=self.lr)
+        except eqx.EquinoxRuntimeError as exc:
+            raise InputError(
+                f"{self.path}, rows {chunk.start + 1}-{chunk.start + m}: {_runtime_message(exc)}"
+            ) from None
+        table = np.stack([np.asarray(getattr(out, field)) for _, field in PREDICT_COLUMNS], axis=1)
+        table = table[:m]
+        finite = np.isfinite(table).all(axis=1)
+        if not finite.all():
+            i = int(np.argmin(finite))
+            n, b, k = (chunk.values[c.name][i] for c in RUN_COLUMNS)
+            raise InputError(
+                f"{self.path}, row {chunk.start + i + 1}: the model's prediction is not finite "
+                f"(N={n:g}, B={b:g}, K={k:g})"
+            )
+        return table
 
 
 def _run_predict(args: argparse.Namespace) -> int:
-    """`nqs-engine predict`: check everything, then stream RUNS.csv through `risk`."""
+    """`nqs-engine predict`: check everything, then stream RUNS.csv through the model."""
     started = time.monotonic()
     params, lr = _resolve_params(args)
-    runs = CsvColumns(args.runs, RUN_COLUMNS, reserved=[name for name, _ in PREDICT_COLUMNS])
+    spec = _schedule_spec(args)
+    if spec is not None:
+        where = f"--schedule {spec.text!r}" if args.schedule is not None else spec.text
+        _check_peak(params, lr, spec.peak, where)
+    weight_norm = args.variant == "weight-norm"
+    column = args.schedule_column
+    runs = CsvColumns(
+        args.runs,
+        RUN_COLUMNS,
+        reserved=[name for name, _ in PREDICT_COLUMNS],
+        optional=[INIT_SQ_NORM] if weight_norm else [],
+        text=[] if column is None else [(column.strip(), "schedule SPECs, --schedule-column")],
+    )
     if os.path.exists(args.out) and os.path.samefile(args.runs, args.out):
         raise InputError(f"{args.out}: --out must not be the input file")
+    predictor = _Predictor(
+        params, lr, args.variant, runs.path, schedule=spec,
+        column=None if column is None else column.strip(),
+        num_segments=1 if spec is None else spec.num_segments,
+    )
     show = _progress_enabled(args)
     file_size = max(1, os.path.getsize(runs.path))
 
     with atomic_output(args.out) as f:
-        # Pass 1: check every row before computing anything.
+        # Pass 1: check every row (and every row's schedule) before computing anything.
         bar = _Progress("checking  ", show)
         try:
             n_rows = runs.count_rows(
-                lambda n: bar.show(runs.chars_read / file_size, f"{n:,} rows")
+                lambda n: bar.show(runs.chars_read / file_size, f"{n:,} rows"),
+                check=predictor.check,
             )
             bar.show(1.0, f"{n_rows:,} rows", force=True)
         finally:
             bar.close()
 
         # Pass 2: compute chunk by chunk, appending to the temporary output.
-        size = _chunk_size(n_rows, args.chunk_rows)
+        size = _chunk_size(n_rows, args.chunk_rows, predictor.num_segments)
         writer = csv.writer(f, lineterminator="\n")
         writer.writerow([*runs.header, *(name for name, _ in PREDICT_COLUMNS)])
         bar = _Progress("predicting", show)
         done = 0
         try:
             for chunk in runs.chunks(size):
-                table = _predict_chunk(params, lr, chunk, size, runs.path)
+                table = predictor(chunk, size)
                 # csv writes Python floats with repr: the shortest round-tripping text.
                 writer.writerows(row + values for row, values in zip(chunk.rows, table.tolist()))
                 done += len(chunk)
@@ -337,6 +538,131 @@ def _run_predict(args: argparse.Namespace) -> int:
     print(
         f"{PROG}: predicted {n_rows:,} row(s) in {elapsed:.1f} s "
         f"({rate:,.0f} rows/s) -> {args.out}",
+        file=sys.stderr,
+        flush=True,
+    )
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------
+# trajectory
+# ---------------------------------------------------------------------------
+
+_TRAJECTORY_DESCRIPTION = f"""\
+Write the loss curve of one training run, predicted by the NQS model: the
+loss and its four terms after each checkpoint's number of steps, computed
+in one pass over the schedule.
+
+The run: model size --N (>= 1), base batch size --B (> 0) and --K steps
+(> 0), under a schedule: --schedule SPEC (below) or --schedule-file
+FILE.json (default: constant). PARAMS, --lr and the schedule file are as
+for predict: see '{PROG} predict --help'.
+
+Checkpoints: --checkpoints M (default 200) evenly spaced ones, at steps
+i * K / M for i = 1..M (fractional when M does not divide K), or --at with
+a comma-separated list of step counts in [0, K], written in the order given.
+
+CURVE.csv (output, written atomically like predict's)
+    step           the checkpoint (steps taken)
+    loss           the predicted loss after that many steps
+    irreducible, approximation, bias, variance
+                   its four terms, as in predict
+
+Schedule SPECs (--schedule)
+{SPEC_HELP}"""
+
+_TRAJECTORY_EPILOG = f"""\
+examples:
+  {PROG} trajectory --params pythia-owt2 --N 1e8 --B 256 --K 20000 --out curve.csv
+  {PROG} trajectory --params fit.json --N 1e9 --B 512 --K 50000 \\
+      --schedule cosine:pieces=64,warmup=0.01 --at 1000,10000,50000 --out curve.csv
+"""
+
+TRAJECTORY_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("loss", "total"),
+    ("irreducible", "irreducible"),
+    ("approximation", "approximation"),
+    ("bias", "bias"),
+    ("variance", "variance"),
+)
+
+
+def _add_trajectory_arguments(parser: argparse.ArgumentParser) -> None:
+    _add_params_options(parser)
+    for flag, meaning in (("N", "model size (directions), >= 1"),
+                          ("B", "base batch size, > 0"),
+                          ("K", "number of steps of the run, > 0")):
+        parser.add_argument(f"--{flag}", required=True, type=float, metavar=flag, help=meaning)
+    _add_schedule_options(parser, column=False)
+    points = parser.add_mutually_exclusive_group()
+    points.add_argument(
+        "--checkpoints", type=_positive_int, default=200, metavar="M",
+        help="number of evenly spaced checkpoints, i * K / M for i = 1..M (default: 200)",
+    )
+    points.add_argument(
+        "--at", metavar="STEPS", help="comma-separated checkpoints in [0, K], e.g. 100,1000,1e4"
+    )
+    parser.add_argument(
+        "--out", required=True, metavar="CURVE.csv", help="output CSV (written atomically)"
+    )
+
+
+def _checkpoints(args: argparse.Namespace) -> np.ndarray:
+    K = args.K
+    if args.at is None:
+        return K * np.arange(1, args.checkpoints + 1, dtype=np.float64) / args.checkpoints
+    steps = []
+    for text in args.at.split(","):
+        text = text.strip()
+        try:
+            value = float(text)
+        except ValueError:
+            raise InputError(
+                f"--at: {text!r} is not a number (expected steps like 100,1000)"
+            ) from None
+        if not (np.isfinite(value) and 0 <= value <= K):
+            raise InputError(f"--at: step {text!r} is outside [0, K] = [0, {K:g}]")
+        steps.append(value)
+    return np.array(steps)
+
+
+def _step_text(value: float) -> str:
+    return str(int(value)) if value.is_integer() and abs(value) < 2**53 else repr(value)
+
+
+def _run_trajectory(args: argparse.Namespace) -> int:
+    """`nqs-engine trajectory`: the loss curve of one run, written as CSV."""
+    started = time.monotonic()
+    params, lr = _resolve_params(args)
+    for flag, ok, rule in (("N", args.N >= 1, ">= 1"), ("B", args.B > 0, "> 0"),
+                           ("K", args.K > 0, "> 0")):
+        value = getattr(args, flag)
+        if not (np.isfinite(value) and ok):
+            raise InputError(f"--{flag} must be a finite number {rule}, got {value:g}")
+    spec = _schedule_spec(args) or parse_schedule("constant")
+    where = f"--schedule {spec.text!r}" if args.schedule is not None else spec.text
+    _check_peak(params, lr, spec.peak, where)
+    steps = _checkpoints(args)
+    with atomic_output(args.out) as f:  # refuses a bad --out before any work
+        sched = spec.build(args.K, args.B)
+        try:
+            out = trajectory(params, args.N, sched, steps, lr=lr)
+        except eqx.EquinoxRuntimeError as exc:
+            raise InputError(_runtime_message(exc)) from None
+        table = np.stack([np.asarray(getattr(out, fld)) for _, fld in TRAJECTORY_COLUMNS], axis=1)
+        finite = np.isfinite(table).all(axis=1)
+        if not finite.all():
+            i = int(np.argmin(finite))
+            raise InputError(f"the predicted loss at step {steps[i]:g} is not finite")
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(["step", *(name for name, _ in TRAJECTORY_COLUMNS)])
+        writer.writerows(
+            [_step_text(k), *row] for k, row in zip(steps.tolist(), table.tolist())
+        )
+    elapsed = time.monotonic() - started
+    print(
+        f"{PROG}: wrote {steps.size:,} checkpoint(s) of N={args.N:g}, B={args.B:g}, "
+        f"K={args.K:g} in {elapsed:.1f} s -> {args.out}",
         file=sys.stderr,
         flush=True,
     )
@@ -387,12 +713,18 @@ def _run_demo(args: argparse.Namespace) -> int:
     os.makedirs(args.out, exist_ok=True)
     B = float(args.batch)
 
-    # 1. A ladder of model sizes at 20 tokens per parameter.
+    # 1. A ladder of model sizes at 20 tokens per parameter; 2. a (budgets x sizes)
+    # grid to find the compute-optimal N at fixed B. Both in one vectorized call.
     N = np.array([1e7, 3e7, 1e8, 3e8, 1e9, 3e9, 1e10])
     K = np.ceil(20 * N / (B * seq_len))
-    out = risk(params, N, B, K, lr=lr)
-    terms = np.stack([np.asarray(getattr(out, f)) for f in
-                      ("total", "irreducible", "approximation", "bias", "variance")], axis=1)
+    budgets = np.array([1e18, 1e19, 1e20, 1e21])
+    sizes = np.geomspace(1e6, 1e11, 501)
+    Kgrid = budgets[:, None] / (6 * sizes[None, :] * B * seq_len)
+    grid_N = np.broadcast_to(sizes, Kgrid.shape).ravel()
+    out = risk(params, np.concatenate([N, grid_N]), B,
+               np.concatenate([K, np.maximum(Kgrid, 1.0).ravel()]), lr=lr)
+    fields = ("total", "irreducible", "approximation", "bias", "variance")
+    terms = np.stack([np.asarray(getattr(out, f))[: N.size] for f in fields], axis=1)
     ladder = np.column_stack([N, np.full_like(N, B), K, 6 * N * B * K * seq_len, terms])
     print(f"NQS preset pythia-owt2, batch {args.batch} x {seq_len} tokens, 20 tokens/parameter")
     print(f"{'N':>9} {'K':>9} {'FLOPs':>9} {'loss':>7} {'approx':>7} {'bias':>7} {'variance':>8}")
@@ -400,13 +732,8 @@ def _run_demo(args: argparse.Namespace) -> int:
         n, _, k, c, total, _, approx, bias, var = row
         print(f"{n:9.2e} {k:9.0f} {c:9.2e} {total:7.4f} {approx:7.4f} {bias:7.4f} {var:8.4f}")
 
-    # 2. Compute-optimal N at fixed B: one call over a (budgets x sizes) grid.
-    budgets = np.array([1e18, 1e19, 1e20, 1e21])
-    sizes = np.geomspace(1e6, 1e11, 501)
-    Kgrid = budgets[:, None] / (6 * sizes[None, :] * B * seq_len)
-    feasible = Kgrid >= 1
-    loss = np.asarray(risk(params, sizes[None, :], B, np.maximum(Kgrid, 1.0), lr=lr).total)
-    loss = np.where(feasible, loss, np.inf)
+    loss = np.asarray(out.total)[N.size :].reshape(Kgrid.shape)
+    loss = np.where(Kgrid >= 1, loss, np.inf)  # at least one step
     best = np.argmin(loss, axis=1)
     iso = np.column_stack([budgets, sizes[best], Kgrid[np.arange(len(budgets)), best],
                            loss[np.arange(len(budgets)), best]])
@@ -450,6 +777,14 @@ COMMANDS: list[_Command] = [
         epilog=_PREDICT_EPILOG,
         add_arguments=_add_predict_arguments,
         run=_run_predict,
+    ),
+    _Command(
+        name="trajectory",
+        summary="write the predicted loss curve of one run (N, B, K, schedule)",
+        description=_TRAJECTORY_DESCRIPTION,
+        epilog=_TRAJECTORY_EPILOG,
+        add_arguments=_add_trajectory_arguments,
+        run=_run_trajectory,
     ),
     _Command(
         name="demo",

@@ -1,9 +1,13 @@
-"""The `nqs-engine` command line: `predict` end to end, its errors, and atomic output.
+"""The `nqs-engine` command line: `predict` (plain and weight-norm, with schedules),
+`trajectory`, their errors, the SPEC language, and atomic output.
 
-Every successful `predict` here has at most 64 rows, so the CLI compiles one
-padded chunk shape (64) for the whole file, plus one for the chunking test
-(3); the reference values come from scalar `nqs_engine.risk` calls (one more
-compilation, shape ()).
+Compilation dominates the time here, so every computation shares a few shapes:
+`predict` pads each chunk to 64 rows, every test file has at most 64 rows per
+chunk and every scheduled test uses 3-segment schedules, and the reference
+values come from library calls on the same padded shapes (`in_blocks`). That
+makes one compiled program each for `risk`, `schedule_risk` and
+`weight_norm_risk` (64 rows), one for `trajectory` (8 checkpoints) and one for
+the demo.
 """
 
 from __future__ import annotations
@@ -77,24 +81,44 @@ def read_csv(path):
     return rows[0], rows[1:]
 
 
-def reference(params, lr, n, b, k):
-    out = nqs.risk(params, float(n), float(b), float(k), lr=lr)
-    return {t: float(getattr(out, FIELDS.get(t, t))) for t in TERMS}
+BLOCK = 64  # predict's padded chunk size for files of <= 64 rows
+
+
+def in_blocks(compute, *arrays, size=BLOCK):
+    """`compute(*blocks)` on the rows of `arrays` in blocks of `size`, each padded like
+    predict pads its chunks (repeating the last row); returns the (rows, 5) table."""
+    arrays = [np.asarray(a, dtype=np.float64) for a in arrays]
+    n, tables = len(arrays[0]), []
+    for start in range(0, n, size):
+        m = min(size, n - start)
+        blocks = [
+            np.pad(a[start : start + m], [(0, size - m)] + [(0, 0)] * (a.ndim - 1), mode="edge")
+            for a in arrays
+        ]
+        out = compute(*blocks)
+        tables.append(np.stack([np.asarray(getattr(out, FIELDS.get(t, t))) for t in TERMS], 1)[:m])
+    return np.concatenate(tables)
+
+
+def reference_table(params, lr, rows):
+    """The plain risk of rows of (N, B, K) as written in a file."""
+    N, B, K = (np.array([float(r[i]) for r in rows]) for i in range(3))
+    return in_blocks(lambda n, b, k: nqs.risk(params, n, b, k, lr=lr), N, B, K)
 
 
 def assert_matches_risk(pred_path, params, lr):
     header, rows = read_csv(pred_path)
     assert header == ["tag", "N", "note", "B", "K", "id", *TERMS]
     assert len(rows) == len(RUNS)
-    for row, (tag, n, b, k, note) in zip(rows, RUNS):
+    table = reference_table(params, lr, [(n, b, k) for _, n, b, k, _ in RUNS])
+    for row, (tag, n, b, k, note), expected in zip(rows, RUNS, table):
         # input columns carried through unchanged, in order
         assert row[:6] == [tag, n, note, b, k, row[5]]
         values = dict(zip(TERMS, row[6:]))
         for text in values.values():
             assert repr(float(text)) == text  # full precision, shortest repr
-        expected = reference(params, lr, n, b, k)
-        for term in TERMS:
-            assert float(values[term]) == pytest.approx(expected[term], rel=1e-12, abs=1e-300)
+        for term, want in zip(TERMS, expected):
+            assert float(values[term]) == pytest.approx(want, rel=1e-12, abs=1e-300)
         parts = sum(float(values[t]) for t in TERMS[1:])
         assert float(values["prediction"]) == pytest.approx(parts, rel=1e-14)
 
@@ -146,25 +170,34 @@ def test_preset_name(tmp_path):
     assert_matches_risk(out, *nqs.preset("pythia-owt2"))
 
 
-def test_tiny_chunks_equal_one_chunk(tmp_path):
+def test_chunks_match_reference(tmp_path, monkeypatch):
+    """70 rows in chunks of 64: the second chunk is padded, both share one shape."""
     rng = np.random.default_rng(0)
     rows = [
         (f"{10 ** rng.uniform(1, 11):.6g}", 2 ** rng.integers(0, 11), rng.integers(0, 10**5), i)
-        for i in range(10)
+        for i in range(70)
     ]
     runs = write_csv(tmp_path / "runs.csv", ["N", "B", "K", "i"], rows)
-    one, many = tmp_path / "one.csv", tmp_path / "many.csv"
-    assert main(["predict", runs, "--params", "pythia-owt2", "--out", str(one)]) == 0
-    args = ["predict", runs, "--params", "pythia-owt2", "--out", str(many), "--chunk-rows", "3"]
+    shapes = []
+    real_risk = _cli.risk
+
+    def spy(params, N, B, K, lr):
+        shapes.append(np.shape(N))
+        return real_risk(params, N, B, K, lr=lr)
+
+    monkeypatch.setattr(_cli, "risk", spy)
+    out = tmp_path / "pred.csv"
+    args = ["predict", runs, "--params", "pythia-owt2", "--out", str(out), "--chunk-rows", "64"]
     assert main(args) == 0
-    (h1, r1), (h2, r2) = read_csv(one), read_csv(many)
-    assert h1 == h2 and len(r1) == len(r2) == 10
-    for a, b in zip(r1, r2):
-        assert a[:4] == b[:4]
-        # a bias term can underflow towards 1e-305, where float64 keeps fewer digits
-        np.testing.assert_allclose(
-            np.array(b[4:], float), np.array(a[4:], float), rtol=1e-12, atol=1e-290
-        )
+    assert shapes == [(64,), (64,)]
+    header, got = read_csv(out)
+    assert header == ["N", "B", "K", "i", *TERMS] and len(got) == 70
+    assert [r[:4] for r in got] == [[str(v) for v in r] for r in rows]
+    expected = reference_table(*nqs.preset("pythia-owt2"), rows)
+    # a bias term can underflow towards 1e-305, where float64 keeps fewer digits
+    np.testing.assert_allclose(
+        np.array([r[4:] for r in got], float), expected, rtol=1e-12, atol=1e-290
+    )
 
 
 def test_blank_lines_and_spaces_in_header(tmp_path):
@@ -194,9 +227,10 @@ def no_compute(monkeypatch):
     """Fail the test if the CLI reaches the model (errors must come first)."""
 
     def forbidden(*args, **kwargs):
-        raise AssertionError("risk() called before the input was validated")
+        raise AssertionError("the engine was called before the input was validated")
 
-    monkeypatch.setattr(_cli, "risk", forbidden)
+    for name in ("risk", "schedule_risk", "weight_norm_risk", "trajectory"):
+        monkeypatch.setattr(_cli, name, forbidden)
 
 
 CSV_ERRORS = [
@@ -417,7 +451,7 @@ def test_runtime_error_message_is_one_line():
 
     bad = nqs.NQSParams(**dict(THETA, q=0.01))
     with pytest.raises(eqx.EquinoxRuntimeError) as info:
-        nqs.risk(bad, 1e6, 1.0, 1.0)
+        nqs.risk(bad, np.full(BLOCK, 1e6), 1.0, 1.0)  # predict's shape: compiled already
     message = _cli._runtime_message(info.value)
     assert message.startswith("q is too small") and "\n" not in message
 
@@ -474,12 +508,473 @@ def test_demo_runs_on_the_builtin_preset(tmp_path, capsys):
     with open(out / "ladder.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == 7
-    params, lr = nqs.preset("pythia-owt2")
-    with jax.enable_x64(True):
-        for row in rows:
-            expected = nqs.risk(params, float(row["N"]), float(row["B"]), float(row["K"]), lr=lr)
-            assert float(row["prediction"]) == pytest.approx(float(expected.total), rel=1e-12)
+    expected = reference_table(*nqs.preset("pythia-owt2"), [(r["N"], r["B"], r["K"]) for r in rows])
+    for row, want in zip(rows, expected):
+        assert float(row["prediction"]) == pytest.approx(want[0], rel=1e-12)
     with open(out / "isoflop.csv") as fh:
         iso = list(csv.DictReader(fh))
     losses = [float(r["loss"]) for r in iso]
     assert len(iso) == 4 and losses == sorted(losses, reverse=True)  # more compute, lower loss
+
+
+# ---------------------------------------------------------------------------
+# The SPEC language and schedule files (no engine calls)
+# ---------------------------------------------------------------------------
+
+S = nqs.Schedule
+K_B = [(1000.0, 64.0), (7.25, 2.0), (0.0, 1.0), (20000.0, 512.0)]
+
+SPECS = [  # one per kind and option; batch:F=X alone and step:F=1e-1 appear further down
+    ("constant", lambda K, B: S.constant(K, B)),
+    ("constant:lr=0.5", lambda K, B: S.constant(K, B, 0.5)),
+    ("cosine", lambda K, B: S.cosine(K, B)),
+    ("cosine:pieces=4,warmup=0.1,final=0.1",
+     lambda K, B: S.cosine(K, B, pieces=4, warmup=0.1, final=0.1)),
+    (" cosine : pieces = 3 ;final=0.2; warmup=0.05,warmup_pieces=2",
+     lambda K, B: S.cosine(K, B, pieces=3, final=0.2, warmup=0.05, warmup_pieces=2)),
+    ("wsd", lambda K, B: S.wsd(K, B)),
+    ("wsd:decay=0.3,pieces=2,warmup=0.1,final=0.05",
+     lambda K, B: S.wsd(K, B, decay=0.3, pieces=2, warmup=0.1, final=0.05)),
+    ("warmup:0.01", lambda K, B: S.warmup(K, B, warmup=0.01)),
+    ("warmup:0.1;pieces=2", lambda K, B: S.warmup(K, B, warmup=0.1, pieces=2)),
+    ("step:0.5=0.1,0.75=0.01", lambda K, B: S.step_decay(K, B, (0.5, 0.75), (0.1, 0.01))),
+    ("batch:0.3=2;0.6=4", lambda K, B: S.batch_ramp(K, (B, 2 * B, 4 * B), (0.3, 0.6))),
+]
+
+
+def schedule_lists(sched):
+    s = sched.broadcast()
+    return [np.asarray(a).tolist() for a in (s.lr, s.batch, s.steps)]
+
+
+@pytest.mark.parametrize("text, make", SPECS, ids=[t for t, _ in SPECS])
+def test_spec_builds_the_library_schedule(text, make):
+    spec = _cli.parse_schedule(text)
+    K, B = (np.array(v) for v in zip(*K_B))
+    built = spec.build(K, B)  # vectorized over the rows
+    assert built.lr.shape == (len(K_B), spec.num_segments)
+    for i, (k, b) in enumerate(K_B):
+        want = schedule_lists(make(k, b))
+        got = [a[i] for a in schedule_lists(built)]
+        np.testing.assert_allclose(np.array(got), np.array(want), rtol=1e-15, atol=0)
+    assert spec.peak == 1.0 or text.startswith("constant:lr")
+
+
+def test_combined_spec_cuts_at_both_and_multiplies():
+    spec = _cli.parse_schedule("step:0.5=0.1,0.75=0.01+batch:0.6=2")
+    assert spec.num_segments == 4
+    got = schedule_lists(spec.build(1000.0, 32.0))
+    assert got == [[1.0, 0.1, 0.1, 0.01], [32.0, 32.0, 64.0, 64.0], [500.0, 100.0, 150.0, 250.0]]
+    # Same as the per-step run it describes.
+    t = np.arange(1000)
+    per_step = nqs.Schedule.from_arrays(
+        np.where(t < 500, 1.0, np.where(t < 750, 0.1, 0.01)), np.where(t < 600, 32.0, 64.0)
+    )
+    assert schedule_lists(per_step) == got
+    # A '+' inside a number is not a separator; cuts at the same step leave an empty piece.
+    spec = _cli.parse_schedule("step:0.5=1e+0+batch:0.5=2")
+    got = schedule_lists(spec.build(10.0, 1.0))
+    assert got == [[1.0, 1.0, 1.0], [1.0, 1.0, 2.0], [5.0, 0.0, 5.0]]
+    assert _cli.parse_schedule("step:0.5=1.5+step:0.2=0.5").peak == 1.5
+
+
+SPEC_ERRORS = [
+    ("", ["empty", "expected a SPEC"]),
+    ("  ", ["empty"]),
+    ("cosin", ["unknown schedule 'cosin'", "constant, cosine, wsd, warmup, step, batch"]),
+    ("cosine:", ["nothing after 'cosine:'"]),
+    ("cosine:pieces=x", ["pieces must be an integer from 1 to 4096", "'x'"]),
+    ("cosine:pieces=0", ["pieces must be an integer"]),
+    ("cosine:pieces=1.5", ["pieces must be an integer"]),
+    ("cosine:pieces=99999", ["from 1 to 4096"]),
+    ("cosine:foo=1", ["unknown option 'foo' for cosine", "pieces, warmup, final, warmup_pieces"]),
+    ("cosine:3", ["cosine takes NAME=VALUE options", "'3'"]),
+    ("cosine:final=2", ["final must be a fraction in [0, 1]", "'2'"]),
+    ("cosine:final=nan", ["final must be finite"]),
+    ("cosine:pieces=3,pieces=4", ["'pieces' given twice"]),
+    ("wsd:decay=0.9,warmup=0.2", ["warmup + decay must be <= 1"]),
+    ("warmup", ["warmup needs its fraction first", "warmup:0.01"]),
+    ("warmup:pieces=2", ["warmup needs its fraction first"]),
+    ("warmup:2", ["warmup must be a fraction in [0, 1]"]),
+    ("warmup:0.1,foo=2", ["only pieces=P"]),
+    ("step", ["step needs FRACTION=MULTIPLIER pairs", "step:0.5=0.1,0.75=0.01"]),
+    ("step:0.5", ["FRACTION=MULTIPLIER pairs", "got '0.5'"]),
+    ("step:0.75=0.1,0.5=0.01", ["fractions must increase", "'0.5'"]),
+    ("step:1=0.1", ["fractions must lie in (0, 1)", "'1'"]),
+    ("step:x=0.1", ["a fraction must be a number", "'x'"]),
+    ("step:0.5=-1", ["multiplier must be >= 0", "'-1'"]),
+    ("step:0.5=0.1,", ["empty item in step's list"]),
+    ("batch:0.5=0", ["batch multiplier must be > 0", "'0'"]),
+    ("batch:0.5", ["batch needs FRACTION=BATCH MULTIPLIER pairs", "batch:0.5=2"]),
+    ("constant:lr=-1", ["lr must be >= 0"]),
+    ("constant:0.5", ["constant takes NAME=VALUE options (lr)"]),
+    ("cosine+", ["empty schedule around '+'"]),
+    ("cosine+cosin", ["unknown schedule 'cosin'"]),
+]
+
+
+@pytest.mark.parametrize("text, expected", SPEC_ERRORS, ids=[t or "empty" for t, _ in SPEC_ERRORS])
+def test_spec_errors_say_what_was_expected(text, expected):
+    with pytest.raises(InputError) as info:
+        _cli.parse_schedule(text)
+    message = str(info.value)
+    assert message.startswith(f"schedule {text!r}: ") and "\n" not in message
+    for part in expected:
+        assert part in message, message
+
+
+def schedule_file(tmp_path, data, name="sched.json"):
+    path = tmp_path / name
+    path.write_text(json.dumps(data) if not isinstance(data, str) else data)
+    return str(path)
+
+
+def test_schedule_file_relative_and_exact(tmp_path):
+    path = schedule_file(
+        tmp_path, {"lr": [1, 0.3, 0.1], "batch": [1, 2, 4], "steps": [0.5, 0.3, 0.2]}
+    )
+    spec = _cli.load_schedule_file(path)
+    assert spec.num_segments == 3 and spec.peak == 1.0
+    got = schedule_lists(spec.build(np.array([1000.0, 7.0]), np.array([8.0, 1.0])))
+    assert got == [[[1.0, 0.3, 0.1]] * 2, [[8.0, 16.0, 32.0], [1.0, 2.0, 4.0]],
+                   [[500.0, 300.0, 200.0], [3.0, 2.0, 2.0]]]
+    # Steps adding up to K reproduce the segments exactly (no rounding drift).
+    steps = [1234, 4321, 7, 4438]
+    path = schedule_file(tmp_path, {"lr": [1, 0.5, 0.25, 0.1], "steps": steps}, "abs.json")
+    built = _cli.load_schedule_file(path).build(float(sum(steps)), 256.0)
+    assert schedule_lists(built)[2] == steps and schedule_lists(built)[1] == [256.0] * 4
+
+
+FILE_ERRORS = [
+    ("[1, 2]", ["expected a JSON object", "list"]),
+    ("{bad json", ["not valid JSON"]),
+    ({"lr": [1]}, ["missing key 'steps'"]),
+    ({"lr": [1], "steps": [1], "lrs": [1]}, ["unknown key 'lrs'"]),
+    ({"lr": [], "steps": []}, ["'lr' must be a non-empty list"]),
+    ({"lr": 1, "steps": [1]}, ["'lr' must be a non-empty list"]),
+    ({"lr": [1, "x"], "steps": [1, 1]}, ["lr[1] must be a number"]),
+    ({"lr": [1, 0.1], "steps": [1]}, ["'steps' has 1 entries, 'lr' has 2"]),
+    ({"lr": [1, -0.1], "steps": [1, 1]}, ["lr[1] = -0.1 must be finite and >= 0"]),
+    ({"lr": [1], "steps": [1], "batch": [0]}, ["batch[0] = 0 must be finite and > 0"]),
+    ({"lr": [1], "steps": [-1]}, ["steps[0] = -1"]),
+    ({"lr": [1, 1], "steps": [0, 0]}, ["'steps' are all 0"]),
+]
+
+
+@pytest.mark.parametrize("data, expected", FILE_ERRORS)
+def test_schedule_file_errors(tmp_path, data, expected):
+    path = schedule_file(tmp_path, data)
+    with pytest.raises(InputError) as info:
+        _cli.load_schedule_file(path)
+    message = str(info.value)
+    assert message.startswith(path) and "\n" not in message
+    for part in expected:
+        assert part in message, message
+
+
+# ---------------------------------------------------------------------------
+# predict with schedules and the weight-norm variant
+# ---------------------------------------------------------------------------
+
+# Three-segment schedules (the shared compiled shape), per row of RUNS.
+ROW_SPECS = [  # one per kind and option; batch:F=X alone and step:F=1e-1 appear further down
+    ("cosine:pieces=3", lambda K, B: S.cosine(K, B, pieces=3)),
+    ("step:0.5=0.1,0.75=0.01", lambda K, B: S.step_decay(K, B, (0.5, 0.75), (0.1, 0.01))),
+    ("constant", lambda K, B: S.constant(K, B).pad(3)),
+    ("wsd:decay=0.2;pieces=2", lambda K, B: S.wsd(K, B, decay=0.2, pieces=2)),
+    ("batch:0.3=2;0.6=4", lambda K, B: S.batch_ramp(K, (B, 2 * B, 4 * B), (0.3, 0.6))),
+]
+
+
+def stacked(makers, rows):
+    """Per-row library schedules, stacked: (lr, batch, steps) arrays of shape (rows, 3)."""
+    scheds = [make(float(k), float(b)).broadcast() for make, (k, b) in zip(makers, rows)]
+    return [np.stack([np.asarray(getattr(s, f)) for s in scheds]) for f in ("lr", "batch", "steps")]
+
+
+def run_rows():
+    return [(n, b, k) for _, n, b, k, _ in RUNS]
+
+
+def scheduled_reference(params, lr, makers, rows, variant="plain", init=None):
+    N = np.array([float(n) for n, _, _ in rows])
+    fields = stacked(makers, [(k, b) for _, b, k in rows])
+    if variant == "plain":
+        compute = lambda n, *f: nqs.schedule_risk(params, n, nqs.Schedule(*f), lr=lr)  # noqa: E731
+        return in_blocks(compute, N, *fields)
+    init = np.full_like(N, np.nan) if init is None else np.asarray(init, float)
+    compute = lambda n, s0, *f: nqs.weight_norm_risk(  # noqa: E731
+        params, n, nqs.Schedule(*f), lr=lr, init_sq_norm=None if np.isnan(s0).all() else s0
+    )
+    return in_blocks(compute, N, init, *fields)
+
+
+def predicted(path):
+    header, rows = read_csv(path)
+    return header, rows, np.array([r[-5:] for r in rows], float)
+
+
+@pytest.fixture
+def engine_calls(monkeypatch):
+    """Record the segment shapes of every schedule_risk / weight_norm_risk call."""
+    calls = []
+    for name in ("schedule_risk", "weight_norm_risk"):
+        real = getattr(_cli, name)
+
+        def spy(params, N, schedule, *, _real=real, _name=name, **kwargs):
+            calls.append((_name, np.shape(N), schedule.broadcast().lr.shape))
+            return _real(params, N, schedule, **kwargs)
+
+        monkeypatch.setattr(_cli, name, spy)
+    return calls
+
+
+def test_predict_one_schedule_for_all_rows(tmp_path, engine_calls):
+    runs, params = runs_file(tmp_path), params_file(tmp_path)
+    out = tmp_path / "pred.csv"
+    argv = ["predict", runs, "--params", params, "--out", str(out),
+            "--schedule", "step:0.5=0.1,0.75=0.01"]
+    assert main(argv) == 0
+    header, rows, got = predicted(out)
+    assert header == ["tag", "N", "note", "B", "K", "id", *TERMS] and len(rows) == len(RUNS)
+    make = ROW_SPECS[1][1]
+    want = scheduled_reference(nqs.NQSParams(**THETA), 1.5, [make] * len(RUNS), run_rows())
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-300)
+    assert engine_calls == [("schedule_risk", (64,), (64, 3))]
+
+
+def test_predict_schedule_per_row_from_a_column(tmp_path, engine_calls):
+    """Rows with different SPECs: one padded engine call per chunk, equal to the library."""
+    rows = [(tag, n, f'"{spec}"' if "," in spec else spec, b, k)
+            for (tag, n, b, k, _), (spec, _) in zip(RUNS, ROW_SPECS)]
+    path = tmp_path / "runs.csv"
+    path.write_text("tag,N,sched,B,K\n" + "\n".join(",".join(r) for r in rows) + "\n")
+    out = tmp_path / "pred.csv"
+    argv = ["predict", str(path), "--params", "pythia-owt2", "--out", str(out),
+            "--schedule-column", "sched"]
+    assert main(argv) == 0
+    header, got_rows, got = predicted(out)
+    assert header == ["tag", "N", "sched", "B", "K", *TERMS]
+    assert [r[2] for r in got_rows] == [spec for spec, _ in ROW_SPECS]
+    want = scheduled_reference(*nqs.preset("pythia-owt2"), [m for _, m in ROW_SPECS], run_rows())
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-300)
+    assert engine_calls == [("schedule_risk", (64,), (64, 3))]
+
+
+def test_schedule_column_over_several_chunks(tmp_path, engine_calls):
+    """The longest SPEC is only in the second chunk: the first is padded to it all the same."""
+    rng = np.random.default_rng(1)
+    specs = ["constant"] * 64 + ["constant:lr=0.5", "batch:0.5=2", "cosine:pieces=3"] * 2
+    makers = {"constant": lambda K, B: S.constant(K, B).pad(3),
+              "constant:lr=0.5": lambda K, B: S.constant(K, B, 0.5).pad(3),
+              "batch:0.5=2": lambda K, B: S.batch_ramp(K, (B, 2 * B)).pad(3),
+              "cosine:pieces=3": lambda K, B: S.cosine(K, B, pieces=3)}
+    rows = [(f"{10 ** rng.uniform(3, 10):.6g}", str(2 ** rng.integers(0, 10)),
+             str(rng.integers(0, 10**5)), spec) for spec in specs]
+    runs = write_csv(tmp_path / "runs.csv", ["N", "B", "K", "s"], rows)
+    out = tmp_path / "pred.csv"
+    argv = ["predict", runs, "--params", "pythia-owt2", "--out", str(out),
+            "--schedule-column", "s", "--chunk-rows", "64"]
+    assert main(argv) == 0
+    _, got_rows, got = predicted(out)
+    assert len(got_rows) == 70
+    want = scheduled_reference(*nqs.preset("pythia-owt2"), [makers[s] for s in specs],
+                               [r[:3] for r in rows])
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-300)
+    assert engine_calls == [("schedule_risk", (64,), (64, 3))] * 2  # one shape, two chunks
+
+
+def test_predict_schedule_file(tmp_path, engine_calls):
+    runs, params = runs_file(tmp_path), params_file(tmp_path)
+    sched = schedule_file(tmp_path, {"lr": [1, 0.3, 0.1], "batch": [1, 2, 4],
+                                     "steps": [0.5, 0.3, 0.2]})
+    out = tmp_path / "pred.csv"
+    argv = ["predict", runs, "--params", params, "--out", str(out), "--schedule-file", sched]
+    assert main(argv) == 0
+    _, _, got = predicted(out)
+
+    def make(K, B):
+        cuts = np.floor(np.array([0.5, 0.8]) * K)
+        steps = np.diff(np.concatenate([[0.0], cuts, [K]]))
+        return nqs.Schedule(np.array([1, 0.3, 0.1]), B * np.array([1.0, 2, 4]), steps)
+
+    want = scheduled_reference(nqs.NQSParams(**THETA), 1.5, [make] * len(RUNS), run_rows())
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-300)
+
+
+@pytest.mark.parametrize("with_init", [False, True])
+def test_weight_norm_variant_matches_library(tmp_path, engine_calls, with_init):
+    rows = run_rows()
+    init = [1e3, 200.0, 1.0, 0.5, 4e8]
+    header = ["N", "B", "K"] + (["init_sq_norm"] if with_init else [])
+    body = [(*r, *([s] if with_init else [])) for r, s in zip(rows, init)]
+    runs = write_csv(tmp_path / "runs.csv", header, body)
+    out = tmp_path / "pred.csv"
+    argv = ["predict", runs, "--params", "pythia-owt2", "--out", str(out),
+            "--variant", "weight-norm", "--schedule", "step:0.5=0.1,0.75=0.01"]
+    assert main(argv) == 0
+    got_header, _, got = predicted(out)
+    assert got_header == [*header, *TERMS]
+    make = ROW_SPECS[1][1]
+    want = scheduled_reference(*nqs.preset("pythia-owt2"), [make] * len(rows), rows,
+                               variant="weight-norm", init=init if with_init else None)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-300)
+    assert engine_calls == [("weight_norm_risk", (64,), (64, 3))]
+    plain = scheduled_reference(*nqs.preset("pythia-owt2"), [make] * len(rows), rows)
+    assert not np.allclose(got[:, 0], plain[:, 0])  # the variant changes the prediction
+
+
+def test_plain_variant_carries_init_sq_norm_through(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(_cli, "risk", lambda params, N, B, K, lr: calls.append(1) or
+                        nqs.RiskBreakdown(*(N * 0 + 1.0,) * 5))
+    runs = write_csv(tmp_path / "runs.csv", ["N", "B", "K", "init_sq_norm"], [(1e8, 256, 10, "x")])
+    out = tmp_path / "pred.csv"
+    assert main(["predict", runs, "--params", "pythia-owt2", "--out", str(out)]) == 0
+    assert calls == [1] and read_csv(out)[1][0][:4] == ["100000000.0", "256", "10", "x"]
+
+
+SCHEDULE_ERRORS = [
+    (["--schedule", "cosin"], None, ["--schedule: schedule 'cosin'", "unknown schedule"]),
+    (["--schedule", "step:0.5=1.2"], None,
+     ["--schedule 'step:0.5=1.2'", "diverges", "multiplier 1.2", ">= 2"]),
+    (["--schedule-column", "sched"], None, ["missing column 'sched'", "--schedule-column"]),
+    (["--schedule-column", "s"],
+     "N,B,K,s\n" + "1e8,256,10,cosine\n" * 499 + "1e8,256,10,cosine:x=1\n",
+     ["row 500", "column 's'", "schedule 'cosine:x=1'", "unknown option 'x'"]),
+    (["--schedule-column", "s"], "N,B,K,s\n1e8,256,10,cosine\n1e8,256,10,\n",
+     ["row 2", "column 's'", "empty"]),
+    (["--schedule-column", "s"], "N,B,K,s\n1e8,256,10,step:0.5=0.1\n1e8,256,10,step:0.5=1.2\n",
+     ["row 2", "column 's'", "diverges"]),
+    (["--schedule-file", "missing.json"], None, ["missing.json: no such file"]),
+    (["--variant", "weight-norm"], "N,B,K,init_sq_norm\n1e8,256,10,1\n1e8,256,10,0\n",
+     ["row 2", "column 'init_sq_norm'", "must be > 0"]),
+    (["--variant", "weight-norm"], "N,B,K,init_sq_norm\n1e8,256,10,x\n",
+     ["row 1", "column 'init_sq_norm'", "not a number"]),
+]
+
+
+@pytest.mark.parametrize("extra, text, expected", SCHEDULE_ERRORS)
+def test_schedule_errors_before_any_work(tmp_path, capsys, no_compute, monkeypatch, extra, text,
+                                         expected):
+    monkeypatch.chdir(tmp_path)
+    runs = runs_file(tmp_path) if text is None else str(tmp_path / "runs.csv")
+    if text is not None:
+        (tmp_path / "runs.csv").write_text(text)
+    out = tmp_path / "pred.csv"
+    argv = ["predict", runs, "--params", "pythia-owt2", "--out", str(out), *extra]
+    line = run_error(capsys, argv)
+    for part in expected:
+        assert part in line, line
+    assert sorted(os.listdir(tmp_path)) == ["runs.csv"]
+
+
+@pytest.mark.parametrize("argv", [
+    ["--schedule", "cosine", "--schedule-column", "s"],
+    ["--schedule", "cosine", "--schedule-file", "s.json"],
+    ["--variant", "fancy"],
+])
+def test_schedule_usage_errors(capsys, argv):
+    assert main(["predict", "r.csv", "--params", "pythia-owt2", "--out", "o.csv", *argv]) == 2
+    assert "usage: nqs-engine predict" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------
+# trajectory
+# ---------------------------------------------------------------------------
+
+CURVE = ["step", "loss", "irreducible", "approximation", "bias", "variance"]
+
+
+def test_trajectory_matches_library(tmp_path, capsys):
+    out = tmp_path / "curve.csv"
+    argv = ["trajectory", "--params", "pythia-owt2", "--N", "1e8", "--B", "256", "--K", "20000",
+            "--schedule", "step:0.5=0.1,0.75=0.01", "--checkpoints", "8", "--out", str(out)]
+    assert main(argv) == 0
+    assert "8 checkpoint(s)" in capsys.readouterr().err
+    header, rows = read_csv(out)
+    assert header == CURVE
+    assert [r[0] for r in rows] == [str(2500 * i) for i in range(1, 9)]
+    params, lr = nqs.preset("pythia-owt2")
+    steps = np.arange(1, 9) * 2500.0
+    sched = nqs.Schedule.step_decay(20000.0, 256.0, (0.5, 0.75), (0.1, 0.01))
+    want = nqs.trajectory(params, 1e8, sched, steps, lr=lr)
+    got = np.array([r[1:] for r in rows], float)
+    np.testing.assert_allclose(
+        got, np.stack([np.asarray(getattr(want, f)) for f in
+                       ("total", "irreducible", "approximation", "bias", "variance")], 1),
+        rtol=1e-12,
+    )
+    # the last checkpoint is the end of the run: predict's value for it
+    end = scheduled_reference(params, lr, [ROW_SPECS[1][1]], [("1e8", "256", "20000")])
+    np.testing.assert_allclose(got[-1], end[0], rtol=1e-10)
+
+    # --at: checkpoints in the order given, fractional ones written in full.
+    out2 = tmp_path / "at.csv"
+    at = "20000,0,1e3,10000.5,12000,2,3,4"
+    argv = argv[:-4] + ["--at", at, "--out", str(out2)]
+    assert main(argv) == 0
+    rows2 = read_csv(out2)[1]
+    assert [r[0] for r in rows2] == ["20000", "0", "1000", "10000.5", "12000", "2", "3", "4"]
+    assert rows2[0][1:] == rows[-1][1:]
+    # The same schedule from a file (relative segment lengths 2:1:1).
+    sched_file = schedule_file(tmp_path, {"lr": [1, 0.1, 0.01], "steps": [2, 1, 1]})
+    out3 = tmp_path / "file.csv"
+    argv3 = [a for a in argv if a not in ("--schedule", "step:0.5=0.1,0.75=0.01")]
+    assert main(argv3[:-2] + ["--schedule-file", sched_file, "--out", str(out3)]) == 0
+    assert read_csv(out3)[1] == rows2
+    zero = np.array(rows2[1][1:], float)
+    assert zero[0] == pytest.approx(float(params.e_irr) + 0.5 * float(params.P)
+                                    * float(nqs.hurwitz_zeta(float(params.p), 1.0)), rel=1e-10)
+
+
+TRAJECTORY_ERRORS = [
+    (["--N", "0.5"], ["--N must be a finite number >= 1", "0.5"]),
+    (["--B", "0"], ["--B must be a finite number > 0"]),
+    (["--K", "0"], ["--K must be a finite number > 0"]),
+    (["--K", "inf"], ["--K must be a finite number"]),
+    (["--at", "10,x"], ["--at: 'x' is not a number"]),
+    (["--at", "10,30000"], ["--at: step '30000' is outside [0, K] = [0, 20000]"]),
+    (["--at", "-1"], ["outside [0, K]"]),
+    (["--schedule", "step:0.5"], ["--schedule: schedule 'step:0.5'", "FRACTION=MULTIPLIER"]),
+    (["--schedule", "step:0.5=3"], ["diverges"]),
+    (["--schedule-file", "none.json"], ["none.json: no such file"]),
+    (["--params", "pythia-xyz"], ["pythia-xyz", "preset"]),
+]
+
+
+@pytest.mark.parametrize("extra, expected", TRAJECTORY_ERRORS)
+def test_trajectory_errors(tmp_path, capsys, no_compute, monkeypatch, extra, expected):
+    monkeypatch.chdir(tmp_path)
+    base = {"--params": "pythia-owt2", "--N": "1e8", "--B": "256", "--K": "20000",
+            "--out": str(tmp_path / "curve.csv")}
+    for flag, value in zip(extra[::2], extra[1::2]):
+        base[flag] = value
+    argv = ["trajectory", *(x for kv in base.items() for x in kv)]
+    line = run_error(capsys, argv)
+    for part in expected:
+        assert part in line, line
+    assert os.listdir(tmp_path) == []
+
+
+def test_trajectory_output_errors(tmp_path, capsys, no_compute):
+    argv = ["trajectory", "--params", "pythia-owt2", "--N", "1e8", "--B", "256", "--K", "100",
+            "--out", str(tmp_path / "no" / "curve.csv")]
+    assert "does not exist" in run_error(capsys, argv)
+    assert main(argv[:-1] + [str(tmp_path / "c.csv"), "--at", "1", "--checkpoints", "3"]) == 2
+    assert "not allowed with" in capsys.readouterr().err
+
+
+def test_help_documents_schedules_variants_and_trajectory(capsys):
+    assert main(["predict", "--help"]) == 0
+    out = capsys.readouterr().out
+    for part in ["--variant", "weight-norm", "init_sq_norm", "--schedule SPEC", "--schedule-column",
+                 "--schedule-file", '"steps"', "cosine[:OPTS]", "wsd[:OPTS]", "warmup:F",
+                 "step:F=M", "batch:F=X", "SPEC+SPEC"]:
+        assert part in out, part
+    assert main(["trajectory", "--help"]) == 0
+    out = capsys.readouterr().out
+    for part in ["--N", "--B", "--K", "--checkpoints", "--at", "CURVE.csv", *CURVE, "step:F=M"]:
+        assert part in out, part
+    assert main(["--help"]) == 0
+    assert "trajectory" in capsys.readouterr().out
