@@ -169,6 +169,38 @@ class DirectionNodes(eqx.Module):
         return head + jnp.where(self.has_tail, tail, 0)
 
 
+def _node_groups(N, rule):
+    """Head (log n, weights), the tail's groups [(log n, weights), ...] and has_tail.
+
+    The tail's groups are the Gauss-Legendre nodes and the Gregory points at each
+    end; they stay separate so that each sum over them fuses with its summand.
+    """
+    N = jnp.asarray(N)
+    dtype = N.dtype if jnp.issubdtype(N.dtype, jnp.floating) else jnp.result_type(float)
+    N = N.astype(dtype)
+    H = rule.head
+    n_head = np.arange(1, H, dtype=np.float64)
+    head = (jnp.asarray(np.log(n_head), dtype), (jnp.asarray(n_head, dtype) <= N).astype(dtype))
+
+    has_tail = N >= H
+    N_t = jnp.where(has_tail, N, jnp.asarray(H + 1, dtype))  # keeps the unused branch finite
+    u_lo = np.log(H)
+    width = jnp.log(N_t) - u_lo
+    t, w = _legendre(rule.nodes)
+    frac = (np.arange(rule.panels, dtype=np.float64)[:, None] + t[None, :]) / rule.panels
+    quad = (
+        u_lo + width * jnp.asarray(frac.ravel(), dtype),
+        width * jnp.asarray(np.tile(w, rule.panels) / rule.panels, dtype),
+    )
+    steps = np.arange(rule.order + 1, dtype=np.float64)
+    greg = jnp.asarray(_gregory_weights(rule.order), dtype)
+    lo_n = jnp.asarray(H + steps, dtype)
+    hi_n = N_t - jnp.asarray(steps, dtype)
+    # Gregory points enter as f(n) = (f(n) n) / n.
+    ends = [(jnp.log(lo_n), greg / lo_n), (jnp.log(hi_n), greg / hi_n)]
+    return head, [quad, *ends], has_tail
+
+
 def direction_nodes(N: FloatArray, rule: SumRule = SumRule()) -> DirectionNodes:
     """The [`DirectionNodes`][] of `rule` for a scalar $N$ (vmap over configurations).
 
@@ -182,31 +214,10 @@ def direction_nodes(N: FloatArray, rule: SumRule = SumRule()) -> DirectionNodes:
     >>> bool(abs(s - (jnp.pi**2 / 6 - 1e-6)) < 1e-5)
     True
     """
-    N = jnp.asarray(N)
-    dtype = N.dtype if jnp.issubdtype(N.dtype, jnp.floating) else jnp.result_type(float)
-    N = N.astype(dtype)
-    H = rule.head
-    n_head = np.arange(1, H, dtype=np.float64)
-    head_log_n = jnp.asarray(np.log(n_head), dtype)
-    head_weights = (jnp.asarray(n_head, dtype) <= N).astype(dtype)
-
-    has_tail = N >= H
-    N_t = jnp.where(has_tail, N, jnp.asarray(H + 1, dtype))  # keeps the unused branch finite
-    u_lo = np.log(H)
-    width = jnp.log(N_t) - u_lo
-    t, w = _legendre(rule.nodes)
-    frac = (np.arange(rule.panels, dtype=np.float64)[:, None] + t[None, :]) / rule.panels
-    quad_u = u_lo + width * jnp.asarray(frac.ravel(), dtype)
-    quad_w = width * jnp.asarray(np.tile(w, rule.panels) / rule.panels, dtype)
-
-    steps = np.arange(rule.order + 1, dtype=np.float64)
-    greg = jnp.asarray(_gregory_weights(rule.order), dtype)
-    lo_n = jnp.asarray(H + steps, dtype)
-    hi_n = N_t - jnp.asarray(steps, dtype)
-    tail_log_n = jnp.concatenate([quad_u, jnp.log(lo_n), jnp.log(hi_n)])
-    # Gregory points enter as f(n) = (f(n) n) / n.
-    tail_weights = jnp.concatenate([quad_w, greg / lo_n, greg / hi_n])
-    return DirectionNodes(head_log_n, head_weights, tail_log_n, tail_weights, has_tail)
+    (head_u, head_w), tail, has_tail = _node_groups(N, rule)
+    tail_u = jnp.concatenate([u for u, _ in tail])
+    tail_w = jnp.concatenate([w for _, w in tail])
+    return DirectionNodes(head_u, head_w, tail_u, tail_w, has_tail)
 
 
 def sum_directions(
@@ -237,8 +248,11 @@ def sum_directions(
     >>> bool(abs(s - (jnp.pi**2 / 6 - 1e-9)) < 1e-6)
     True
     """
-    nodes = direction_nodes(N, rule)
-    return nodes.total(summand(nodes.head_log_n, False), summand(nodes.tail_log_n, True))
+    (head_u, head_w), tail, has_tail = _node_groups(N, rule)
+    head = jnp.sum(summand(head_u, False) * head_w)
+    # One reduction per group: each fuses with its summand (no concatenated arrays).
+    tail_sum = sum(jnp.sum(summand(u, True) * w) for u, w in tail)
+    return head + jnp.where(has_tail, tail_sum, 0)
 
 
 def hurwitz_zeta(s: FloatArray, a: FloatArray, terms: int = 64) -> FloatArray:
