@@ -159,6 +159,12 @@ def trajectory(
 
 _MAX_STAIRS = 101  # K / w(K) < 101 for every K (w(K) as in stair_width)
 
+#: The default quadrature of [`weight_norm_risk`][]: 171 points instead of 461, since
+#: every stair sums over all of them. Against the default rule it differs by 5e-13
+#: on the Pythia configurations and by at most 2e-8 over random parameters with
+#: N up to 1e12 (q up to 3); pass `rule=SumRule()` for the full accuracy.
+WEIGHT_NORM_RULE = SumRule(head=32, panels=16, nodes=8, order=5)
+
 
 def stair_width(K: FloatArray) -> FloatArray:
     r"""$w(K) = \max(\lfloor K/100 \rfloor, \min(1000, \lfloor K/10 \rfloor))$ for $K > 10$, else 1.
@@ -289,7 +295,7 @@ def weight_norm_risk(
     *,
     lr: RealLike = DEFAULT_LR,
     init_sq_norm: RealLike | None = None,
-    rule: SumRule = SumRule(),
+    rule: SumRule = WEIGHT_NORM_RULE,
     chunk: int = 16,
 ) -> RiskBreakdown:
     r"""The risk of the weight-norm variant (SPEC section 2): weight growth decays the step.
