@@ -64,6 +64,16 @@ class RiskBreakdown(eqx.Module):
         """The broadcast shape of the configurations evaluated."""
         return self.total.shape
 
+    @classmethod
+    def from_terms(cls, irreducible, approximation, bias, variance, shape=None) -> "RiskBreakdown":
+        """The breakdown with `total` as the sum of the four terms (broadcast, then reshaped)."""
+        terms = jnp.broadcast_arrays(irreducible, approximation, bias, variance)
+        total = terms[0] + terms[1] + terms[2] + terms[3]
+        parts = [*terms, total]
+        if shape is not None:
+            parts = [a.reshape(shape) for a in parts]
+        return cls(*parts)
+
 
 # ---------------------------------------------------------------------------
 # Cancellation-free building blocks (safe at x = 0, y = 0 and at x = 1).
@@ -277,16 +287,15 @@ def _term_sums(theta, N, lrs, batches, steps, rule, batch_size, term):
 
 @eqx.filter_jit
 def _approximation(p, P, N, rule):
+    """The approximation term (1/2) P zeta(p, N + 1)."""
     return 0.5 * P * hurwitz_zeta(p, N + 1, terms=rule.head)
 
 
 def _risk_segments(theta, N, lrs, batches, steps, rule, batch_size):
-    """The five risk terms (5, C) for flat arrays of configurations."""
+    """The four risk terms (irreducible, approximation, bias, variance) for flat configurations."""
     bias = _term_sums(theta, N, lrs, batches, steps, rule, batch_size, "bias")
     variance = _term_sums(theta, N, lrs, batches, steps, rule, batch_size, "variance")
-    e_irr = theta[4]
-    approx = _approximation(theta[0], theta[2], N, rule)
-    return jnp.stack([e_irr, approx, bias, variance, e_irr + approx + bias + variance])
+    return theta[4], _approximation(theta[0], theta[2], N, rule), bias, variance
 
 
 def risk(
@@ -349,8 +358,8 @@ def risk(
     K = _to_float_array(K, "K")
     segments = (jnp.ones((1,), B.dtype), B[..., None], K[..., None])
     prepared = _prepare(params, N, lr, segments, rule, names=("B", "K"))
-    out = _risk_segments(*prepared.flat, rule, max(1, min(chunk, prepared.size)))
-    return RiskBreakdown(*out.reshape((5, *prepared.shape)))
+    terms = _risk_segments(*prepared.flat, rule, max(1, min(chunk, prepared.size)))
+    return RiskBreakdown.from_terms(*terms, shape=prepared.shape)
 
 
 class _Prepared(eqx.Module):
@@ -457,8 +466,8 @@ def schedule_risk(
         raise TypeError(f"schedule must be a Schedule, got {type(schedule).__name__}")
     segments = (schedule.lr, schedule.batch, schedule.steps)
     prepared = _prepare(params, N, lr, segments, rule)
-    out = _risk_segments(*prepared.flat, rule, max(1, min(chunk, prepared.size)))
-    return RiskBreakdown(*out.reshape((5, *prepared.shape)))
+    terms = _risk_segments(*prepared.flat, rule, max(1, min(chunk, prepared.size)))
+    return RiskBreakdown.from_terms(*terms, shape=prepared.shape)
 
 
 __all__ = ["RiskBreakdown", "risk", "schedule_risk"]

@@ -16,10 +16,11 @@ import numpy as np
 
 from ._custom_types import FloatArray, RealLike
 from ._params import DEFAULT_LR, NQSParams
-from ._quadrature import SumRule, direction_nodes, hurwitz_zeta
+from ._quadrature import SumRule, direction_nodes
 from ._risk import (
     RiskBreakdown,
     _advance,
+    _approximation,
     _geometric_ratio,
     _head_exponent,
     _log_abs_one_minus,
@@ -101,8 +102,7 @@ def _trajectory_flat(theta, N, lrs, batches, steps, checkpoints, rule):
     bias, var = jax.vmap(
         lambda th, n, lr, b, k: _config_trajectory(tuple(th), n, lr, b, k, checkpoints, rule)
     )(theta.T, N, lrs, batches, steps)
-    approx = 0.5 * theta[2] * hurwitz_zeta(theta[0], N + 1, terms=rule.head)
-    return bias, var, approx
+    return bias, var, _approximation(theta[0], theta[2], N, rule)
 
 
 def trajectory(
@@ -147,10 +147,8 @@ def trajectory(
     cps = jnp.asarray(checkpoints, dtype=prepared.N.dtype)
     bias, var, approx = _trajectory_flat(*prepared.flat, cps, rule)
     shape = (*prepared.shape, cps.shape[0])
-    e_irr = jnp.broadcast_to(prepared.theta[4][:, None], bias.shape)
-    approx = jnp.broadcast_to(approx[:, None], bias.shape)
-    parts = [e_irr, approx, bias, var, e_irr + approx + bias + var]
-    return RiskBreakdown(*(a.reshape(shape) for a in parts))
+    e_irr = prepared.theta[4][:, None]
+    return RiskBreakdown.from_terms(e_irr, approx[:, None], bias, var, shape=shape)
 
 
 # ---------------------------------------------------------------------------
@@ -284,8 +282,7 @@ def _weight_norm_flat(theta, N, lrs, batches, steps, gamma0, s0, rule, batch_siz
 
     bias, var = jax.lax.map(one, tuple(a[order] for a in inputs), batch_size=batch_size)
     inverse = jnp.argsort(order)
-    approx = 0.5 * theta[2] * hurwitz_zeta(theta[0], N + 1, terms=rule.head)
-    return bias[inverse], var[inverse], approx
+    return bias[inverse], var[inverse], _approximation(theta[0], theta[2], N, rule)
 
 
 def weight_norm_risk(
@@ -336,9 +333,7 @@ def weight_norm_risk(
     bias, var, approx = _weight_norm_flat(
         *prepared.flat, gamma0, s0, rule, max(1, min(chunk, prepared.size))
     )
-    e_irr = prepared.theta[4]
-    parts = [e_irr, approx, bias, var, e_irr + approx + bias + var]
-    return RiskBreakdown(*(a.reshape(prepared.shape) for a in parts))
+    return RiskBreakdown.from_terms(prepared.theta[4], approx, bias, var, shape=prepared.shape)
 
 
 def _peak(prepared, lr):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pathlib
 
+import hypothesis.strategies as st
 import numpy as np
 import scipy.special
 
@@ -35,6 +36,34 @@ def brute_force_terms(N, theta, K, B, lr, chunk=1 << 22):
         var += np.sum(0.5 * lam * R * n**-r * (lr * lr / B) * geo)
     approx = 0.5 * P * scipy.special.zeta(p, N + 1.0)
     return e_irr, approx, bias, var, e_irr + approx + bias + var
+
+
+#: The fields of a RiskBreakdown, in order.
+FIELDS = ("irreducible", "approximation", "bias", "variance", "total")
+
+
+def as_array(out):
+    """A RiskBreakdown as a float64 array with the five fields on the first axis."""
+    return np.array([np.asarray(getattr(out, f), dtype=np.float64) for f in FIELDS])
+
+
+def log_uniform(lo, hi):
+    """Floats log-uniform on [lo, hi]."""
+    return st.floats(np.log10(lo), np.log10(hi)).map(lambda e: float(10.0**e))
+
+
+@st.composite
+def thetas(draw):
+    """NQS parameters (a dict) over the issues' test domain."""
+    return dict(
+        p=draw(st.floats(1.05, 3.0)),
+        q=draw(st.floats(0.3, 3.0)),
+        P=draw(log_uniform(1e-2, 1e2)),
+        Q=draw(log_uniform(1e-2, 1e2)),
+        e_irr=draw(log_uniform(1e-3, 1e1)),
+        R=draw(log_uniform(1e-3, 1e3)),
+        r=draw(st.floats(0.3, 3.0)),
+    )
 
 
 def rel_err(a, b):

@@ -13,31 +13,20 @@ import scipy.special
 from hypothesis import given, settings
 
 import nqs_engine as nqs
-from helpers import DATA, REASON_NO_DATA, brute_force_terms, rel_err
-
-FIELDS = ("irreducible", "approximation", "bias", "variance", "total")
-
-
-def as_array(out):
-    return np.array([np.asarray(getattr(out, f), dtype=np.float64) for f in FIELDS])
-
-
-def log_uniform(lo, hi):
-    return st.floats(np.log10(lo), np.log10(hi)).map(lambda e: float(10.0**e))
-
+from helpers import (
+    DATA,
+    REASON_NO_DATA,
+    as_array,
+    brute_force_terms,
+    log_uniform,
+    rel_err,
+    thetas,
+)
 
 @st.composite
 def configs(draw, max_n=1e6):
     """Parameters over the issue's domain, a stable step size, and (N, B, K)."""
-    theta = dict(
-        p=draw(st.floats(1.05, 3.0)),
-        q=draw(st.floats(0.3, 3.0)),
-        P=draw(log_uniform(1e-2, 1e2)),
-        Q=draw(log_uniform(1e-2, 1e2)),
-        e_irr=draw(log_uniform(1e-3, 1e1)),
-        R=draw(log_uniform(1e-3, 1e3)),
-        r=draw(st.floats(0.3, 3.0)),
-    )
+    theta = draw(thetas())
     edge = draw(st.sampled_from([1e-3, 0.5, 1.0, 1.999, None]))
     if edge is None:
         edge = draw(st.floats(1e-3, 1.9999))

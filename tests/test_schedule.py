@@ -25,22 +25,17 @@ import nqs_engine as nqs
 from helpers import (
     DATA,
     REASON_NO_DATA,
+    as_array,
     brute_force_schedule,
     brute_force_weight_norm,
+    log_uniform,
     rel_err,
+    thetas,
 )
 
-FIELDS = ("irreducible", "approximation", "bias", "variance", "total")
 PAD = 16  # <= 16 segments are unrolled: every short schedule is padded to this
 LONG_PAD = 2000  # > 16 segments are scanned: every long schedule is padded to this
 
-
-def as_array(out):
-    return np.array([np.asarray(getattr(out, f), dtype=np.float64) for f in FIELDS])
-
-
-def log_uniform(lo, hi):
-    return st.floats(np.log10(lo), np.log10(hi)).map(lambda e: float(10.0**e))
 
 
 def make_schedule(segments, pad=PAD):
@@ -84,19 +79,6 @@ def assert_terms_close(ours, ref, rtol):
 # ---------------------------------------------------------------------------
 # Strategies: the parameter domain and stable schedules of 1..40 segments.
 # ---------------------------------------------------------------------------
-
-
-@st.composite
-def thetas(draw):
-    return dict(
-        p=draw(st.floats(1.05, 3.0)),
-        q=draw(st.floats(0.3, 3.0)),
-        P=draw(log_uniform(1e-2, 1e2)),
-        Q=draw(log_uniform(1e-2, 1e2)),
-        e_irr=draw(log_uniform(1e-3, 1e1)),
-        R=draw(log_uniform(1e-3, 1e3)),
-        r=draw(st.floats(0.3, 3.0)),
-    )
 
 
 # gamma * Q of a segment: near 0, 1/2, 1 (a = 0), the edge of stability.
