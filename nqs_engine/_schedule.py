@@ -244,6 +244,11 @@ class Schedule(eqx.Module):
         return cls(lr, jnp.broadcast_to(jnp.asarray(_float(B))[..., None], steps.shape), steps)
 
     @classmethod
+    def _ramp(cls, K, B, warmup, pieces):
+        """The linear warmup from 0 to the peak over the first fraction `warmup` of `K`."""
+        return cls._smooth(jnp.floor(K * warmup), B, pieces, lambda a, b: (a + b) / 2)
+
+    @classmethod
     def warmup(
         cls, K: RealLike, B: RealLike, warmup: float = 0.01, pieces: int = 8
     ) -> "Schedule":
@@ -258,10 +263,9 @@ class Schedule(eqx.Module):
         [0.25, 0.75, 1.0]
         """
         _check_fraction("warmup", warmup)
-        ramp = cls._smooth(
-            jnp.floor(jnp.asarray(_float(K)) * warmup), B, pieces, lambda a, b: (a + b) / 2
-        )
-        rest = jnp.asarray(_float(K)) - ramp.total_steps
+        K = jnp.asarray(_float(K))
+        ramp = cls._ramp(K, B, warmup, pieces)
+        rest = K - ramp.total_steps
         return _concat(ramp, cls.constant(rest, B))
 
     @classmethod
@@ -298,7 +302,7 @@ class Schedule(eqx.Module):
         K = jnp.asarray(_float(K))
         if warmup == 0:
             return cls._smooth(K, B, pieces, mean)
-        ramp = cls._smooth(jnp.floor(K * warmup), B, warmup_pieces, lambda a, b: (a + b) / 2)
+        ramp = cls._ramp(K, B, warmup, warmup_pieces)
         return _concat(ramp, cls._smooth(K - ramp.total_steps, B, pieces, mean))
 
     @classmethod
@@ -331,7 +335,7 @@ class Schedule(eqx.Module):
         tail = cls._smooth(decay_steps, B, pieces, lambda a, b: 1 - (1 - final) * (a + b) / 2)
         parts = []
         if warmup > 0:
-            parts.append(cls._smooth(jnp.floor(K * warmup), B, warmup_pieces, lambda a, b: (a + b) / 2))
+            parts.append(cls._ramp(K, B, warmup, warmup_pieces))
         used = sum((p.total_steps for p in parts), jnp.zeros_like(K)) + decay_steps
         parts += [cls.constant(K - used, B), tail]
         return _concat(*parts)
