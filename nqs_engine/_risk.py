@@ -367,6 +367,7 @@ class _Prepared(eqx.Module):
 
     theta: FloatArray
     N: FloatArray
+    lr: FloatArray
     lrs: FloatArray
     batches: FloatArray
     steps: FloatArray
@@ -420,6 +421,7 @@ def _prepare(params, N, lr, segments, rule, names=("schedule",), extras=()):
     return _Prepared(
         theta=jnp.stack(flat[:7]),
         N=flat[7],
+        lr=lr_f,
         lrs=lr_f[:, None] * mult,
         batches=batches,
         steps=steps,

@@ -35,11 +35,19 @@ from ._schedule import Schedule
 
 
 def _pieces(steps, cuts):
-    """Merge segment ends with extra cut points: piece ends, lengths and segment index."""
+    """Merge segment ends with extra cut points: piece ends, lengths and segment index.
+
+    A piece that spans a whole segment takes that segment's step count exactly,
+    rather than a difference of cumulative sums (which would lose the low digits
+    of a short segment after a long run).
+    """
     ends = jnp.cumsum(steps)
+    starts = jnp.concatenate([jnp.zeros((1,), ends.dtype), ends[:-1]])
     piece_ends = jnp.sort(jnp.concatenate([ends, cuts]))
-    lengths = jnp.diff(piece_ends, prepend=jnp.zeros((1,), piece_ends.dtype))
+    piece_starts = jnp.concatenate([jnp.zeros((1,), piece_ends.dtype), piece_ends[:-1]])
     seg = jnp.clip(jnp.searchsorted(ends, piece_ends, side="left"), 0, steps.shape[0] - 1)
+    whole = (piece_starts == starts[seg]) & (piece_ends == ends[seg])
+    lengths = jnp.where(whole, steps[seg], piece_ends - piece_starts)
     return piece_ends, lengths, seg
 
 
@@ -329,17 +337,10 @@ def weight_norm_risk(
     prepared = _prepare(params, N, lr, (schedule.lr, schedule.batch, schedule.steps), rule,
                         extras=extras)
     s0 = prepared.extras[0] if extras else prepared.N * 0.02**2
-    gamma0 = _peak(prepared, lr)
     bias, var, approx = _weight_norm_flat(
-        *prepared.flat, gamma0, s0, rule, max(1, min(chunk, prepared.size))
+        *prepared.flat, prepared.lr, s0, rule, max(1, min(chunk, prepared.size))
     )
     return RiskBreakdown.from_terms(prepared.theta[4], approx, bias, var, shape=prepared.shape)
-
-
-def _peak(prepared, lr):
-    """The peak step size gamma0 = lr, broadcast and flattened like the configurations."""
-    lr = jnp.asarray(np.asarray(lr, dtype=np.float64) if not isinstance(lr, jax.Array) else lr)
-    return jnp.broadcast_to(lr.astype(prepared.N.dtype), prepared.shape).reshape(-1)
 
 
 __all__ = ["trajectory", "weight_norm_risk", "stair_width"]
