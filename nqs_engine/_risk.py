@@ -268,15 +268,18 @@ def _check_values(theta, N, lrs, batches, steps, rule):
 
 
 @eqx.filter_jit
-def _term_sums(theta, N, lrs, batches, steps, rule, batch_size, term):
+def _term_sums(theta, N, lrs, batches, steps, rule, batch_size, term, check=True):
     """Sum of one risk term over directions for flat arrays of configurations.
 
     theta (7, C), N (C,), segments (C, S). Each term is its own compiled program
     with a single reduction per configuration: XLA's CPU backend fuses such a
     reduction with everything that feeds it, whereas two reductions sharing their
     producers force those producers into memory (several times slower).
+    `check=False` skips the domain checks (the fitter's line searches probe
+    far-away trial points and judge them by their value instead).
     """
-    N = _check_values(theta, N, lrs, batches, steps, rule)
+    if check:
+        N = _check_values(theta, N, lrs, batches, steps, rule)
 
     def one(args):
         th, n, lr, b, k = args
@@ -291,10 +294,10 @@ def _approximation(p, P, N, rule):
     return 0.5 * P * hurwitz_zeta(p, N + 1, terms=rule.head)
 
 
-def _risk_segments(theta, N, lrs, batches, steps, rule, batch_size):
+def _risk_segments(theta, N, lrs, batches, steps, rule, batch_size, check=True):
     """The four risk terms (irreducible, approximation, bias, variance) for flat configurations."""
-    bias = _term_sums(theta, N, lrs, batches, steps, rule, batch_size, "bias")
-    variance = _term_sums(theta, N, lrs, batches, steps, rule, batch_size, "variance")
+    bias = _term_sums(theta, N, lrs, batches, steps, rule, batch_size, "bias", check)
+    variance = _term_sums(theta, N, lrs, batches, steps, rule, batch_size, "variance", check)
     return theta[4], _approximation(theta[0], theta[2], N, rule), bias, variance
 
 

@@ -275,9 +275,10 @@ def _config_weight_norm(theta, N, lrs, batches, lengths, seg, n_pieces, gamma0, 
 
 
 @eqx.filter_jit
-def _weight_norm_flat(theta, N, lrs, batches, steps, gamma0, s0, rule, batch_size):
-    N = _check_values(theta, N, lrs, batches, steps, rule)
-    N = eqx.error_if(N, ~jnp.isfinite(s0) | (s0 <= 0), "init_sq_norm must be finite and > 0")
+def _weight_norm_flat(theta, N, lrs, batches, steps, gamma0, s0, rule, batch_size, check=True):
+    if check:  # the fitter turns the checks off (see _risk._term_sums)
+        N = _check_values(theta, N, lrs, batches, steps, rule)
+        N = eqx.error_if(N, ~jnp.isfinite(s0) | (s0 <= 0), "init_sq_norm must be finite and > 0")
     lengths, seg, n_pieces = jax.vmap(_weight_norm_pieces)(steps)
     # Configurations with similar numbers of stairs share a batch, so that the
     # batched while loop runs about as many steps as each of them needs.
