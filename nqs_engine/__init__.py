@@ -7,6 +7,15 @@ Nothing here changes global JAX settings; enable float64 in your own script with
 
 import importlib.metadata
 
+from ._fit import FIT_RULE as FIT_RULE
+from ._fit import START_RANGES as START_RANGES
+from ._fit import BootstrapResult as BootstrapResult
+from ._fit import FitResult as FitResult
+from ._fit import Runs as Runs
+from ._fit import bootstrap as bootstrap
+from ._fit import fit as fit
+from ._fit import latin_hypercube_starts as latin_hypercube_starts
+from ._fit import predict_runs as predict_runs
 from ._params import DEFAULT_LR as DEFAULT_LR
 from ._params import PARAM_NAMES as PARAM_NAMES
 from ._params import PRESETS as PRESETS
