@@ -7,6 +7,17 @@ Nothing here changes global JAX settings; enable float64 in your own script with
 
 import importlib.metadata
 
+from ._chinchilla import ChinchillaBootstrap as ChinchillaBootstrap
+from ._chinchilla import ChinchillaFit as ChinchillaFit
+from ._chinchilla import ChinchillaParams as ChinchillaParams
+from ._chinchilla import bootstrap_chinchilla as bootstrap_chinchilla
+from ._chinchilla import chinchilla_compute_optimal as chinchilla_compute_optimal
+from ._chinchilla import chinchilla_loss as chinchilla_loss
+from ._chinchilla import fit_chinchilla as fit_chinchilla
+from ._evaluate import compute_gap as compute_gap
+from ._evaluate import format_table as format_table
+from ._evaluate import grouped_metrics as grouped_metrics
+from ._evaluate import metrics as metrics
 from ._fit import FIT_RULE as FIT_RULE
 from ._fit import START_RANGES as START_RANGES
 from ._fit import BootstrapResult as BootstrapResult

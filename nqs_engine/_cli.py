@@ -35,6 +35,17 @@ from ._io import (
     load_schedule_file,
     parse_schedule,
 )
+from ._cli_fit import (
+    _EVALUATE_DESCRIPTION,
+    _FIT_DESCRIPTION,
+    _FIT_EPILOG,
+    add_evaluate_arguments,
+    add_fit_arguments,
+    load_any_params,
+    run_evaluate,
+    run_fit,
+    run_predict_chinchilla,
+)
 from ._params import DEFAULT_LR, PRESETS, NQSParams, check_params, preset
 from ._quadrature import SumRule
 from ._risk import risk, schedule_risk
@@ -474,6 +485,10 @@ class _Predictor:
 def _run_predict(args: argparse.Namespace) -> int:
     """`nqs-engine predict`: check everything, then stream RUNS.csv through the model."""
     started = time.monotonic()
+    if os.path.exists(args.params):
+        kind, cparams, _, seq_len = load_any_params(args.params)
+        if kind == "chinchilla":
+            return run_predict_chinchilla(args, cparams, seq_len)
     params, lr = _resolve_params(args)
     spec = _schedule_spec(args)
     if spec is not None:
@@ -785,6 +800,22 @@ COMMANDS: list[_Command] = [
         epilog=_TRAJECTORY_EPILOG,
         add_arguments=_add_trajectory_arguments,
         run=_run_trajectory,
+    ),
+    _Command(
+        name="fit",
+        summary="fit NQS (or Chinchilla) parameters to the runs in a CSV file",
+        description=_FIT_DESCRIPTION,
+        epilog=_FIT_EPILOG,
+        add_arguments=add_fit_arguments,
+        run=run_fit,
+    ),
+    _Command(
+        name="evaluate",
+        summary="print the accuracy of fitted parameters per split and type",
+        description=_EVALUATE_DESCRIPTION,
+        epilog="",
+        add_arguments=add_evaluate_arguments,
+        run=run_evaluate,
     ),
     _Command(
         name="demo",
