@@ -43,7 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._custom_types import FloatArray, RealLike
-from ._optimize import bootstrap_weights, minimize, percentile_interval
+from ._optimize import bootstrap_weights, huber_loss, minimize, percentile_interval
 
 #: Names of the five Chinchilla parameters, in the order of [`ChinchillaParams`][].
 CHINCHILLA_PARAM_NAMES = ("E", "A", "B", "alpha", "beta")
@@ -282,16 +282,11 @@ def chinchilla_compute_optimal(
 # ---------------------------------------------------------------------------
 
 
-def _huber(r: FloatArray, delta: FloatArray) -> FloatArray:
-    abs_r = jnp.abs(r)
-    return jnp.where(abs_r <= delta, 0.5 * r**2, delta * (abs_r - 0.5 * delta))
-
-
 # The objectives are module-level functions so that `minimize` reuses its
 # compiled program across calls (a new function object would recompile).
 def _huber_objective(x: FloatArray, data: dict) -> FloatArray:
     r = _log_loss(x, data["log_n"], data["log_d"]) - data["log_y"]
-    return jnp.sum(data["w"] * _huber(r, data["delta"]))
+    return jnp.sum(data["w"] * huber_loss(r, data["delta"]))
 
 
 def _mse_objective(x: FloatArray, data: dict) -> FloatArray:
@@ -311,7 +306,7 @@ def _resample_weights(x: FloatArray, data: dict) -> FloatArray:
 
 def _huber_objective_resampled(x: FloatArray, data: dict) -> FloatArray:
     r = _log_loss(x[:5], data["log_n"], data["log_d"]) - data["log_y"]
-    return jnp.sum(_resample_weights(x, data) * _huber(r, data["delta"]))
+    return jnp.sum(_resample_weights(x, data) * huber_loss(r, data["delta"]))
 
 
 def _mse_objective_resampled(x: FloatArray, data: dict) -> FloatArray:

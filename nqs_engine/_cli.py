@@ -486,7 +486,7 @@ def _run_predict(args: argparse.Namespace) -> int:
     """`nqs-engine predict`: check everything, then stream RUNS.csv through the model."""
     started = time.monotonic()
     if os.path.exists(args.params):
-        kind, cparams, _, seq_len = load_any_params(args.params)
+        kind, cparams, _, seq_len, _ = load_any_params(args.params)
         if kind == "chinchilla":
             return run_predict_chinchilla(args, cparams, seq_len)
     params, lr = _resolve_params(args)

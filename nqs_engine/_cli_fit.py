@@ -21,7 +21,17 @@ from ._chinchilla import (
 )
 from ._evaluate import format_table, grouped_metrics
 from ._fit import LOSSES, VARIANTS, Runs, fit, predict_runs
-from ._io import Column, CsvColumns, InputError, atomic_output, read_json, write_json
+from ._io import (
+    Column,
+    CsvColumns,
+    InputError,
+    atomic_output,
+    json_text,
+    load_params,
+    params_from_mapping,
+    read_json,
+)
+from ._params import PRESETS
 from ._params import DEFAULT_LR
 
 PROG = "nqs-engine"
@@ -62,13 +72,17 @@ class RunsTable:
     def __len__(self) -> int:
         return len(self.rows)
 
+    def unfiltered(self) -> np.ndarray:
+        """Rows whose `filtered` column (when present) is not true."""
+        if "filtered" not in self.texts:
+            return np.ones(len(self), bool)
+        return ~np.isin(np.char.lower(self.texts["filtered"]), list(_TRUE))
+
     def train_mask(self) -> np.ndarray:
-        """Rows to fit: split == train (when the column exists), filtered not true."""
-        keep = np.ones(len(self), bool)
+        """Rows to fit: unfiltered, and split == train when the column exists."""
+        keep = self.unfiltered()
         if "split" in self.texts:
             keep &= np.char.lower(self.texts["split"]) == "train"
-        if "filtered" in self.texts:
-            keep &= ~np.isin(np.char.lower(self.texts["filtered"]), list(_TRUE))
         return keep
 
     def tokens(self, seq_len: float) -> np.ndarray:
@@ -207,36 +221,32 @@ def run_fit(args: argparse.Namespace) -> int:
         finally:
             if show:
                 print(file=sys.stderr)
-        f.write(_json_text(out))
+        f.write(json_text(out))
     print(f"{PROG}: fitted {args.model} to {int(mask.sum())} row(s), objective "
           f"{objective:.6g}, in {time.monotonic() - started:.1f} s -> {args.out}",
           file=sys.stderr, flush=True)
     return 0
 
 
-def _json_text(data) -> str:
-    import json
-
-    return json.dumps(data, indent=2, allow_nan=False) + "\n"
-
-
 def load_any_params(path: str):
-    """A PARAMS.json or preset: `("nqs", NQSParams, lr, seq_len)` or `("chinchilla", ...)`."""
-    from ._io import load_params
+    """A PARAMS.json or preset, read once: `(model, params, lr, seq_len, variant)`.
 
-    if os.path.exists(path):
-        data = read_json(path)
-        if isinstance(data, dict) and data.get("model") == "chinchilla":
-            try:
-                params = ChinchillaParams.from_dict(data)
-            except ValueError as exc:
-                raise InputError(f"{path}: {exc}") from None
-            return "chinchilla", params, None, float(data.get("seq_len", 128))
-        seq = float(data.get("seq_len", 128)) if isinstance(data, dict) else 128.0
-    else:
-        seq = 128.0
-    params, lr, _ = load_params(path)
-    return "nqs", params, (DEFAULT_LR if lr is None else lr), seq
+    `model` is "nqs" (NQSParams; `lr` and `variant` from the file, or the
+    defaults / None) or "chinchilla" (ChinchillaParams; `lr` and `variant` None).
+    """
+    if path in PRESETS or not os.path.exists(path):
+        params, lr, _ = load_params(path)  # a preset, or its one-line error
+        return "nqs", params, lr, 128.0, None
+    data = read_json(path)
+    if isinstance(data, dict) and data.get("model") == "chinchilla":
+        try:
+            params = ChinchillaParams.from_dict(data)
+        except ValueError as exc:
+            raise InputError(f"{path}: {exc}") from None
+        return "chinchilla", params, None, float(data.get("seq_len", 128)), None
+    params, lr = params_from_mapping(data, path)
+    lr = DEFAULT_LR if lr is None else lr
+    return "nqs", params, lr, float(data.get("seq_len", 128)), data.get("variant")
 
 
 _EVALUATE_DESCRIPTION = f"""\
@@ -264,24 +274,18 @@ def run_evaluate(args: argparse.Namespace) -> int:
     models = [load_any_params(p) for p in args.params]
     needs_bk = any(kind == "nqs" for kind, *_ in models)
     table = RunsTable(args.runs, "nqs" if needs_bk else "chinchilla")
-    keep = np.ones(len(table), bool)
-    if "filtered" in table.texts:
-        keep &= ~np.isin(np.char.lower(table.texts["filtered"]), list(_TRUE))
+    keep = table.unfiltered()
     if not keep.any():
         raise InputError(f"{table.path}: every row is filtered")
     y = table.values["loss"][keep]
     predictions = {}
-    for source, (kind, params, lr, seq_len) in zip(args.params, models):
+    for source, (kind, params, lr, seq_len, variant) in zip(args.params, models):
         name = f"{kind}:{os.path.basename(source)}"
         if kind == "chinchilla":
             pred = chinchilla_loss(params, table.values["N"][keep], table.tokens(seq_len)[keep])
         else:
-            variant = args.variant
-            if variant is None and os.path.exists(source):
-                data = read_json(source)
-                variant = data.get("variant", "plain") if isinstance(data, dict) else "plain"
             runs = table.runs(keep, seq_len)
-            pred = predict_runs(params, runs, lr=lr, variant=variant or "plain")
+            pred = predict_runs(params, runs, lr=lr, variant=args.variant or variant or "plain")
         predictions[name] = np.asarray(pred, dtype=float)
     groups = {t: table.texts[t][keep] for t in ("split", "type") if t in table.texts}
     try:
@@ -295,11 +299,6 @@ def run_evaluate(args: argparse.Namespace) -> int:
             writer.writeheader()
             writer.writerows(rows)
     return 0
-
-
-def write_chinchilla_json(path, params: ChinchillaParams, seq_len: float = 128.0) -> None:
-    """Write Chinchilla parameters as a PARAMS.json (used by the tests and the demo)."""
-    write_json(path, {"model": "chinchilla", **params.to_dict(), "seq_len": seq_len})
 
 
 

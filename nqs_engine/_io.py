@@ -844,12 +844,17 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[IO[str]]:
         raise
 
 
+def json_text(data: Any) -> str:
+    """`data` as indented JSON text; non-finite floats are refused (`ValueError`)."""
+    return json.dumps(data, indent=2, allow_nan=False) + "\n"
+
+
 def write_json(path: str | os.PathLike[str], data: Any) -> None:
     """Write `data` as indented JSON to `path`, atomically (see [`atomic_output`][]).
 
     Non-finite floats are refused (`ValueError`): JSON has no NaN or infinity.
     """
-    text = json.dumps(data, indent=2, allow_nan=False) + "\n"
+    text = json_text(data)
     with atomic_output(path) as f:
         f.write(text)
 

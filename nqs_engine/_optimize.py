@@ -261,6 +261,23 @@ def minimize(
     )
 
 
+def huber_loss(r: Any, delta: Any) -> FloatArray:
+    r"""Huber function $\tfrac12 r^2$ for $|r| \le \delta$, else $\delta(|r| - \delta/2)$ (in JAX).
+
+    The robust per-point loss of every fit (SPEC sections 4 and 5), on log-loss
+    residuals. [`nqs_engine._evaluate.huber`][] is its eager float64 NumPy twin
+    used for reporting metrics.
+
+    **Example:**
+
+    >>> from nqs_engine._optimize import huber_loss
+    >>> [float(v) for v in huber_loss(jnp.array([0.0, 1e-3, -3e-3]), 1e-3)]
+    [0.0, 5e-07, 2.5e-06]
+    """
+    a = jnp.abs(r)
+    return jnp.where(a <= delta, 0.5 * r**2, delta * (a - 0.5 * delta))
+
+
 def bootstrap_weights(groups: Any, num_samples: int, seed: int = 0) -> np.ndarray:
     r"""Case weights of a nonparametric bootstrap that resamples whole groups.
 
