@@ -33,6 +33,15 @@ from ._params import PRESETS as PRESETS
 from ._params import NQSParams as NQSParams
 from ._params import check_params as check_params
 from ._params import preset as preset
+from ._plan import Frontier as Frontier
+from ._plan import Hardware as Hardware
+from ._plan import Plan as Plan
+from ._plan import frontier as frontier
+from ._plan import plan as plan
+from ._evaluator import PLAN_RULE as PLAN_RULE
+from ._sweep import sweep as sweep
+from ._schedule_search import ScheduleSearch as ScheduleSearch
+from ._schedule_search import optimize_schedule as optimize_schedule
 from ._quadrature import SumRule as SumRule
 from ._quadrature import hurwitz_zeta as hurwitz_zeta
 from ._quadrature import sum_directions as sum_directions

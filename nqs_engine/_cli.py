@@ -46,6 +46,8 @@ from ._cli_fit import (
     run_fit,
     run_predict_chinchilla,
 )
+from ._cli_plan import PLAN_DESCRIPTION, PLAN_EPILOG, add_plan_arguments, run_plan
+from ._cli_sweep import SWEEP_DESCRIPTION, SWEEP_EPILOG, add_sweep_arguments, run_sweep
 from ._params import DEFAULT_LR, PRESETS, NQSParams, check_params, preset
 from ._quadrature import SumRule
 from ._risk import risk, schedule_risk
@@ -818,6 +820,23 @@ COMMANDS: list[_Command] = [
         run=run_evaluate,
     ),
     _Command(
+        name="plan",
+        summary="plan the best N, B, K (and schedule) for a compute budget under limits",
+        description=PLAN_DESCRIPTION,
+        epilog=PLAN_EPILOG,
+        add_arguments=add_plan_arguments,
+        run=run_plan,
+    ),
+    _Command(
+        name="sweep",
+        summary="write the predicted loss over a grid of N x B x K (or compute), "
+        "sharded over all local devices",
+        description=SWEEP_DESCRIPTION,
+        epilog=SWEEP_EPILOG,
+        add_arguments=add_sweep_arguments,
+        run=run_sweep,
+    ),
+    _Command(
         name="demo",
         summary="predict and plan on the built-in pythia-owt2 preset (no data needed)",
         description=_DEMO_DESCRIPTION,
@@ -843,6 +862,12 @@ exit status:
        '{PROG}: error:' (or argparse's usage message), and no output file
   1    internal error (set NQS_ENGINE_DEBUG=1 to see the traceback)
   130  interrupted (Ctrl-C); no output file
+
+environment:
+  NQS_ENGINE_CACHE_DIR  where compiled programs are kept between runs
+                        (default: ~/.cache/nqs-engine/xla)
+  NQS_ENGINE_NO_CACHE   set to 1 to keep no compiled programs on disk
+  NQS_ENGINE_DEBUG      set to 1 to see tracebacks of internal errors
 """
 
 
@@ -873,6 +898,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _cache_dir() -> str | None:
+    """Where compiled XLA programs persist between runs (None: disabled)."""
+    if os.environ.get("NQS_ENGINE_NO_CACHE"):
+        return None
+    if os.environ.get("NQS_ENGINE_CACHE_DIR"):
+        return os.environ["NQS_ENGINE_CACHE_DIR"]
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "nqs-engine", "xla")
+
+
+def _enable_compilation_cache() -> Callable[[], None]:
+    """Point JAX's persistent compilation cache at `_cache_dir()` for this call.
+
+    Compiling the engine's programs takes seconds to tens of seconds on a CPU
+    (a plan's L-BFGS refinement about 15 s); the cache makes every later run
+    of the same command start at once. Returns a function that restores the
+    caller's setting. Nothing changes when NQS_ENGINE_NO_CACHE=1 or when the
+    caller configured a cache already.
+    """
+    path = _cache_dir()
+    if path is None:
+        return lambda: None
+    previous = jax.config.jax_compilation_cache_dir
+    if previous:
+        return lambda: None
+    jax.config.update("jax_compilation_cache_dir", path)
+    return lambda: jax.config.update("jax_compilation_cache_dir", previous)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run `nqs-engine` with the arguments `argv` (default: `sys.argv[1:]`).
 
@@ -894,6 +948,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else EXIT_INPUT
     previous_x64 = jax.config.read("jax_enable_x64")
     jax.config.update("jax_enable_x64", True)
+    restore_cache = _enable_compilation_cache()
     try:
         return args.run(args)
     except InputError as exc:
@@ -914,6 +969,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERNAL
     finally:
         jax.config.update("jax_enable_x64", previous_x64)
+        restore_cache()
 
 
 if __name__ == "__main__":

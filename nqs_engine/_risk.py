@@ -182,16 +182,17 @@ def _variance_from_state(u, tail, theta, lam, v):
     return 0.5 * R * lam * jnp.exp((shift - r) * u) * v
 
 
-def _direction_terms(u, tail, theta, lrs, batches, steps, term):
+def _direction_terms(u, tail, theta, lrs, batches, steps, term, scan=False):
     r"""`term` ("bias" or "variance") of direction $n = e^u$ after the segments.
 
     With `tail=True` returns the term times $n$ (the integrand in $\log n$).
-    Segments are 1-D arrays of static length $S$: unrolled up to 16, scanned beyond.
+    Segments are 1-D arrays of static length $S$: unrolled up to 16, scanned beyond
+    (or always with `scan=True`: a smaller program, quicker to compile under `grad`).
     """
     lam = _lambda(u, theta)
     need_v = term == "variance"
     S = lrs.shape[0]
-    if S <= _UNROLL_SEGMENTS:
+    if S <= _UNROLL_SEGMENTS and not scan:
         log_b = v = None
         for i in range(S):
             log_b, v = _advance(lam, tail, log_b, v, lrs[i], batches[i], steps[i], need_v)
@@ -207,10 +208,10 @@ def _direction_terms(u, tail, theta, lrs, batches, steps, term):
     return _variance_from_state(u, tail, theta, lam, v)
 
 
-def _config_sum(theta, N, lrs, batches, steps, rule, term):
+def _config_sum(theta, N, lrs, batches, steps, rule, term, scan=False):
     """One configuration's bias or variance sum (a scalar); segments are 1-D arrays."""
     return sum_directions(
-        lambda u, tail: _direction_terms(u, tail, theta, lrs, batches, steps, term), N, rule
+        lambda u, tail: _direction_terms(u, tail, theta, lrs, batches, steps, term, scan), N, rule
     )
 
 
