@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import math
 import os
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
-from typing import IO
 
 import jax
 import numpy as np
 
 from ._evaluator import PLAN_RULE
-from ._io import InputError, _umask, atomic_output, json_text
+from ._io import InputError, atomic_output, json_text
 from ._sweep import sweep
 
 PROG = "nqs-engine"
@@ -180,28 +176,6 @@ def _out_format(path: str) -> str:
     return fmt
 
 
-@contextlib.contextmanager
-def _atomic_binary(path: str) -> Iterator[IO[bytes]]:
-    """Like `_io.atomic_output`, in binary: `path` is replaced only if the block completes."""
-    path = os.path.abspath(path)
-    folder, name = os.path.split(path)
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
-    except OSError as exc:
-        raise InputError(f"{path}: cannot write to folder {folder}: {exc.strerror}") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def _compute_grid(params, lr, N, B, X, by_compute, seq_len, devices, bar) -> np.ndarray:
     """The loss grid, computed in blocks of whole N rows of one shape (one compilation)."""
     rows = max(1, min(N.size, BLOCK_CELLS // (B.size * X.size)))
@@ -280,7 +254,7 @@ def run_sweep(args: argparse.Namespace) -> int:
     if fmt == "npz":
         arrays = {"N": N, "B": B, ("C" if by_compute else "K"): X, "loss": loss,
                   "metadata": np.array(json_text(meta))}
-        with _atomic_binary(args.out) as f:
+        with atomic_output(args.out, binary=True) as f:
             np.savez(f, **arrays)
     else:
         with atomic_output(args.out) as f:

@@ -798,8 +798,9 @@ def _umask() -> int:
 
 
 @contextlib.contextmanager
-def atomic_output(path: str | os.PathLike[str]) -> Iterator[IO[str]]:
-    """Open a text file that replaces `path` only if the `with` block completes.
+def atomic_output(path: str | os.PathLike[str], binary: bool = False) -> Iterator[IO[Any]]:
+    """Open a text (or, with `binary=True`, binary) file that replaces `path` only if
+    the `with` block completes.
 
     Writes to a hidden temporary file in `path`'s folder, then flushes it to
     disk and moves it onto `path` with `os.replace`. On any exception
@@ -832,7 +833,8 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[IO[str]]:
     except OSError as exc:
         raise InputError(f"{path}: cannot write to folder {folder}: {exc.strerror}") from None
     try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
+        text = {} if binary else {"newline": "", "encoding": "utf-8"}
+        with os.fdopen(fd, "wb" if binary else "w", **text) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
