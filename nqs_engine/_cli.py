@@ -48,7 +48,8 @@ from ._cli_fit import (
 )
 from ._cli_plan import PLAN_DESCRIPTION, PLAN_EPILOG, add_plan_arguments, run_plan
 from ._cli_sweep import SWEEP_DESCRIPTION, SWEEP_EPILOG, add_sweep_arguments, run_sweep
-from ._params import DEFAULT_LR, PRESETS, NQSParams, check_params, preset
+from ._evaluator import check_rule
+from ._params import DEFAULT_LR, PRESETS, NQSParams, preset
 from ._quadrature import SumRule
 from ._risk import risk, schedule_risk
 from ._schedule import Schedule
@@ -185,20 +186,12 @@ def _resolve_params(args: argparse.Namespace) -> tuple[NQSParams, float]:
         lr, where = args.lr, f"{source} with --lr {args.lr:g}"
     else:
         lr, where = (DEFAULT_LR if file_lr is None else file_lr), source
+    # check_rule also refuses (as risk() would, inside jit) a q so small that the kink
+    # at lr * lambda_n = 1 falls in the quadrature tail of the default SumRule.
     try:
-        check_params(params, lr)
+        check_rule(params, lr, SumRule())
     except ValueError as exc:
         raise InputError(f"{where}: {exc}") from None
-    # risk() also refuses (inside jit) a q so small that the kink at lr * lambda_n = 1
-    # falls in the quadrature tail of the default SumRule; say so before any work.
-    rule = SumRule()
-    q, Q = float(params.q), float(params.Q)
-    ratio = rule.kink_ratio(lr, Q, q)
-    if ratio >= 1:
-        raise InputError(
-            f"{where}: parameter q = {q:g} is too small for the engine's quadrature rule "
-            f"(lr * Q * {rule.smooth_from:g}^-q = {ratio:g} >= 1); raise q, or lower lr or Q"
-        )
     return params, lr
 
 

@@ -68,7 +68,7 @@ _UNITS = {
 }
 
 
-def _quantity(kind: str, flag: str):
+def _quantity(kind: str):
     def parse(text: str) -> float:
         match = re.fullmatch(r"\s*([0-9.eE+-]+)\s*([A-Za-z]*)\s*", text)
         unit = match and match.group(2).lower()
@@ -132,9 +132,9 @@ def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
     limits = parser.add_argument_group("limits")
     limits.add_argument("--max-tokens", type=_positive, default=None, metavar="D",
                         help="at most D training tokens")
-    limits.add_argument("--max-memory", type=_quantity("memory", "--max-memory"), default=None,
+    limits.add_argument("--max-memory", type=_quantity("memory"), default=None,
                         metavar="BYTES", help="at most this much accelerator memory, e.g. 640GB")
-    limits.add_argument("--max-time", type=_quantity("time", "--max-time"), default=None,
+    limits.add_argument("--max-time", type=_quantity("time"), default=None,
                         metavar="SECONDS", help="at most this wall-clock time, e.g. 36h")
     limits.add_argument("--min-steps", type=_positive, default=1.0, metavar="K",
                         help="at least K steps (default 1)")

@@ -23,8 +23,8 @@ import jax
 import jax.numpy as jnp
 
 from ._params import NQSParams, PARAM_NAMES, check_params
-from ._quadrature import SumRule, hurwitz_zeta
-from ._risk import _config_sum
+from ._quadrature import SumRule
+from ._risk import _approximation, _config_sum
 
 #: The quadrature used to score planning candidates: 32 head terms and
 #: 16 panels of 8 Gauss-Legendre nodes (about 170 evaluations per
@@ -72,14 +72,27 @@ def plain_loss(theta, N, B, K, lr, rule: SumRule = PLAN_RULE):
     >>> bool(jnp.abs(a - b) < 1e-5 * b)
     True
     """
-    return _terms(theta, N, B, K, lr, rule, "bias") + _terms(
-        theta, N, B, K, lr, rule, "variance"
-    ) + _fixed(theta, N, rule)
+    one = lambda v: jnp.reshape(jnp.asarray(v, theta.dtype), (1,))  # noqa: E731
+    return segments_loss(theta, N, one(lr), one(B), one(K), rule)
+
+
+def segments_loss(theta, N, lrs, batches, steps, rule: SumRule = PLAN_RULE, scan: bool = False):
+    r"""The loss of one configuration after a schedule of segments (1-D arrays of length $S$).
+
+    Segment $s$ runs `steps[s]` steps at step size `lrs[s]` and batch size
+    `batches[s]` (SPEC section 1). `scan=True` scans the segments instead of
+    unrolling them: a smaller program, quicker to compile under `grad`.
+    Differentiable in everything; no domain checks.
+    """
+    th = tuple(theta)
+    return (_fixed(theta, N, rule)
+            + _config_sum(th, N, lrs, batches, steps, rule, "bias", scan)
+            + _config_sum(th, N, lrs, batches, steps, rule, "variance", scan))
 
 
 def _fixed(theta, N, rule):
     """e_irr plus the approximation term (1/2) P zeta(p, N + 1)."""
-    return theta[4] + 0.5 * theta[2] * hurwitz_zeta(theta[0], N + 1, terms=rule.head)
+    return theta[4] + _approximation(theta[0], theta[2], N, rule)
 
 
 def _terms(theta, N, B, K, lr, rule, term):
@@ -118,4 +131,4 @@ def losses(theta, N, B, K, lr, rule: SumRule = PLAN_RULE, batch_size: int = 2048
     return _fixed(theta, N, rule) + mapped("bias") + mapped("variance")
 
 
-__all__ = ["PLAN_RULE", "check_rule", "losses", "plain_loss", "theta_of"]
+__all__ = ["PLAN_RULE", "check_rule", "losses", "plain_loss", "segments_loss", "theta_of"]

@@ -302,10 +302,6 @@ def _range(value, name: str, default: tuple[float, float]) -> tuple[float, float
 # ---------------------------------------------------------------------------
 
 
-def _sigmoid(z):
-    return jax.nn.sigmoid(z)
-
-
 class _Space(eqx.Module):
     """Per-budget data of the 2-D map t = (t_N, t_B) in [0, 1]^2 -> (log N, log B)."""
 
@@ -340,17 +336,11 @@ class _Line(eqx.Module):
         return log_n, self.log_c + self.exponent * log_n
 
 
-def _space_loss(z, data, space):
+def _search_loss(z, data, where):
+    """The loss at the plan that z (in R^1 or R^2) maps to on a _Line or a _Space."""
     theta, lr, rule = data
-    log_n, log_b = space.point(_sigmoid(z[0]), _sigmoid(z[1]))
-    log_k = _log_steps(log_n, log_b, *space.caps, jnp)
-    return plain_loss(theta, jnp.exp(log_n), jnp.exp(log_b), jnp.exp(log_k), lr, rule)
-
-
-def _line_loss(z, data, line):
-    theta, lr, rule = data
-    log_n, log_b = line.point(_sigmoid(z[0]))
-    log_k = _log_steps(log_n, log_b, *line.caps, jnp)
+    log_n, log_b = where.point(*jax.nn.sigmoid(z))
+    log_k = _log_steps(log_n, log_b, *where.caps, jnp)
     return plain_loss(theta, jnp.exp(log_n), jnp.exp(log_b), jnp.exp(log_k), lr, rule)
 
 
@@ -390,12 +380,6 @@ class _Scorer:
             jnp.asarray(self.lr, self.dtype), self.rule,
         )
         return np.asarray(out, dtype=float)[: N.size].reshape(shape)
-
-
-def _zoom(t_best, n, lo=0.0, hi=1.0):
-    """A window of +-2 grid cells around each best point (cells of width 1/(n-1))."""
-    h = 2.0 / max(n - 1, 1)
-    return np.clip(t_best - h, lo, hi), np.clip(t_best + h, lo, hi)
 
 
 def _grid_lines(score, lines: dict, n: int):
@@ -672,9 +656,6 @@ def plan(
     >>> q.binding, bool(q.tokens <= 1e9), bool(q.loss > p.loss)
     (('compute', 'max_tokens'), True, True)
     """
-    import time as _time
-
-    started = _time.perf_counter()
     if not isinstance(params, NQSParams):
         raise TypeError(f"params must be an NQSParams, got {type(params).__name__}")
     if not isinstance(hardware, Hardware):
@@ -748,7 +729,7 @@ def plan(
                 what = {"rule": f"the batch rule B = {math.exp(log_c[0]):.4g} N^{expo[0]:g}",
                         "fixed": f"batch_size={math.exp(log_c[0]):.4g}",
                         "pow2": "no power-of-two batch size"}[mode]
-                b_hi_at_a = math.exp(float(budgets.log_b_high(np.array([[a[i]]]))[i, 0])) if M else 0
+                b_hi_at_a = math.exp(float(budgets.log_b_high(np.array([[a[i]]]))[i, 0]))
                 raise ValueError(
                     f"infeasible budget at compute={budgets.compute[i]:.4g}: {what} meets the "
                     f"limits; they allow B in [{math.exp(b_low[i]):.4g}, {b_hi_at_a:.4g}] "
@@ -774,7 +755,7 @@ def plan(
         rep = lambda v: jnp.asarray(np.repeat(np.minimum(v, 1e30).reshape(-1), S), dtype)  # noqa: E731
         per = _Line(*(rep(line_data[k]) for k in ("a", "b", "log_c", "exponent")),
                     caps=tuple(rep(v) for v in caps_lines))
-        z, value, conv = _polish(_line_loss, per, _logit(starts.reshape(-1, 1)), theta, lr, rule, max_steps)
+        z, value, conv = _polish(_search_loss, per, _logit(starts.reshape(-1, 1)), theta, lr, rule, max_steps)
         value = value.reshape(M, L_lines, S)
         k = np.argmin(np.where(np.isfinite(value), value, np.inf), axis=-1)
         t_line = 1 / (1 + np.exp(-np.take_along_axis(z.reshape(M, L_lines, S), k[..., None], -1)[..., 0]))
@@ -807,7 +788,7 @@ def plan(
                 rep(np.log(budgets.min_steps)), rep(budgets.max_memory), rep(np.full(M, b_high_max)),
                 hardware=hardware,
             )
-            z, value, conv = _polish(_space_loss, per, _logit(starts.reshape(-1, 2)), theta, lr, rule, max_steps)
+            z, value, conv = _polish(_search_loss, per, _logit(starts.reshape(-1, 2)), theta, lr, rule, max_steps)
             value = value.reshape(M, S)
             k = np.argmin(np.where(np.isfinite(value), value, np.inf), axis=-1)
             t_sp = 1 / (1 + np.exp(-z.reshape(M, S, 2)[rows, k]))
@@ -861,7 +842,6 @@ def plan(
         binding = binding[0]
     else:
         binding = tuple(binding)
-    del started
     return Plan(**out, binding=binding, evaluations=scorer.evaluations, method=method,
                 variant=variant, batch=mode, seq_len=float(budgets.seq_len[0]))
 

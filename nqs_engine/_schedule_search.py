@@ -28,11 +28,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._custom_types import RealLike
-from ._evaluator import check_rule, plain_loss, theta_of
+from ._evaluator import check_rule, plain_loss, segments_loss, theta_of
 from ._optimize import minimize
 from ._params import DEFAULT_LR, NQSParams
-from ._quadrature import SumRule, hurwitz_zeta
-from ._risk import _config_sum
+from ._quadrature import SumRule
 from ._schedule import Schedule
 
 
@@ -104,12 +103,8 @@ def _unpack(x, setup: _Setup):
 def _loss(x, data):
     theta, lr, rule, setup = data
     mult, batches, steps = _unpack(x, setup)
-    lrs = lr * mult
-    fixed = theta[4] + 0.5 * theta[2] * hurwitz_zeta(theta[0], setup.N + 1, terms=rule.head)
-    th = tuple(theta)
     # Segments scanned rather than unrolled: half the compile time of the L-BFGS program.
-    return (fixed + _config_sum(th, setup.N, lrs, batches, steps, rule, "bias", scan=True)
-            + _config_sum(th, setup.N, lrs, batches, steps, rule, "variance", scan=True))
+    return segments_loss(theta, setup.N, lr * mult, batches, steps, rule, scan=True)
 
 
 def _inv_softplus(y):
