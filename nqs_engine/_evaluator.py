@@ -22,6 +22,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
+from ._chunk import chunked_map
 from ._params import NQSParams, PARAM_NAMES, check_params
 from ._quadrature import SumRule
 from ._risk import _approximation, _config_sum
@@ -126,7 +127,7 @@ def losses(theta, N, B, K, lr, rule: SumRule = PLAN_RULE, batch_size: int = 2048
             n, b, k = args
             return _terms(theta, n, b, k, lr, rule, term)
 
-        return jax.lax.map(one, (N, B, K), batch_size=batch_size)
+        return chunked_map(one, (N, B, K), batch_size)
 
     return _fixed(theta, N, rule) + mapped("bias") + mapped("variance")
 

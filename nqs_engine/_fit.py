@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.stats import qmc
 
+from ._chunk import chunked_map
 from ._custom_types import FloatArray, RealLike
 from ._optimize import bootstrap_weights, huber_loss, minimize, percentile_interval
 from ._params import DEFAULT_LR, PARAM_NAMES, NQSParams
@@ -405,7 +406,7 @@ def _objective(u, d: _FitData, weights=None):
 @eqx.filter_jit
 def _objective_many(U, d: _FitData):
     """Objective of each row of U, evaluated in chunks (no gradient)."""
-    return jax.lax.map(lambda u: _objective(u, d), U, batch_size=64)
+    return chunked_map(lambda u: _objective(u, d), U, 64)
 
 
 def _fit_data(runs: Runs, variant, loss, delta, lr, rule, init_sq_norm=None) -> _FitData:

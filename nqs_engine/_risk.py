@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._chunk import chunked_map
 from ._custom_types import FloatArray, RealLike
 from ._params import DEFAULT_LR, PARAM_NAMES, NQSParams
 from ._quadrature import SumRule, hurwitz_zeta, sum_directions
@@ -286,7 +287,7 @@ def _term_sums(theta, N, lrs, batches, steps, rule, batch_size, term, check=True
         th, n, lr, b, k = args
         return _config_sum(tuple(th), n, lr, b, k, rule, term)
 
-    return jax.lax.map(one, (theta.T, N, lrs, batches, steps), batch_size=batch_size)
+    return chunked_map(one, (theta.T, N, lrs, batches, steps), batch_size)
 
 
 @eqx.filter_jit

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._chunk import chunked_map
 from ._custom_types import FloatArray, RealLike
 from ._params import DEFAULT_LR, NQSParams
 from ._quadrature import SumRule, direction_nodes
@@ -289,7 +290,7 @@ def _weight_norm_flat(theta, N, lrs, batches, steps, gamma0, s0, rule, batch_siz
         th, *rest = args
         return _config_weight_norm(tuple(th), *rest, rule)
 
-    bias, var = jax.lax.map(one, tuple(a[order] for a in inputs), batch_size=batch_size)
+    bias, var = chunked_map(one, tuple(a[order] for a in inputs), batch_size)
     inverse = jnp.argsort(order)
     return bias[inverse], var[inverse], _approximation(theta[0], theta[2], N, rule)
 
