@@ -62,6 +62,20 @@ _GRID_EXPONENT = (0.0, 0.5, 1.0, 1.5, 2.0)
 DEFAULT_SCREEN = 32
 
 
+#: Named Chinchilla parameter sets (see [`chinchilla_preset`][]).
+CHINCHILLA_PRESETS: dict[str, dict[str, float]] = {
+    # Hoffmann et al. (2022), approach 3, as published.
+    "hoffmann": {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28},
+    # Epoch AI's refit of the points extracted from Hoffmann et al.'s figure.
+    "epoch": {"E": 1.8169, "A": 482.01, "B": 2085.43, "alpha": 0.3478, "beta": 0.3658},
+    # fit_chinchilla (Huber, default starts) on the 64 unfiltered training runs of
+    # the Pythia / OpenWebText2 ladder, D = B K 128 tokens (benchmarks/bench_fit.py):
+    # the baseline beside the NQS preset "pythia-owt2".
+    "pythia-owt2": {"E": 2.186196, "A": 245.8121, "B": 451.3163, "alpha": 0.403985,
+                    "beta": 0.352975},
+}
+
+
 class ChinchillaParams(eqx.Module):
     r"""The parameters $(E, A, B, \alpha, \beta)$ of the Chinchilla loss model.
 
@@ -164,6 +178,28 @@ class ChinchillaParams(eqx.Module):
 # ---------------------------------------------------------------------------
 # The model.
 # ---------------------------------------------------------------------------
+
+
+def chinchilla_preset(name: str) -> "ChinchillaParams":
+    r"""The named Chinchilla parameters $(E, A, B, \alpha, \beta)$.
+
+    Presets: `"hoffmann"` (Hoffmann et al. 2022, as published), `"epoch"`
+    (Epoch AI's refit of the points extracted from Hoffmann et al.'s figure) and
+    `"pythia-owt2"` (fitted here to the 64 training runs of the Pythia /
+    OpenWebText2 ladder, $D = B K \cdot 128$ tokens; the baseline that goes with
+    the NQS preset of the same name).
+
+    **Example:**
+
+    >>> import nqs_engine as nqs
+    >>> ch = nqs.chinchilla_preset("hoffmann")
+    >>> round(float(nqs.chinchilla_loss(ch, 70e9, 1.4e12)), 3)
+    1.937
+    """
+    if name not in CHINCHILLA_PRESETS:
+        raise ValueError(f"unknown Chinchilla preset {name!r}; available: "
+                         f"{', '.join(sorted(CHINCHILLA_PRESETS))}")
+    return ChinchillaParams(**CHINCHILLA_PRESETS[name])
 
 
 def _log_loss(x: FloatArray, log_n: FloatArray, log_d: FloatArray) -> FloatArray:

@@ -15,8 +15,10 @@ import numpy as np
 
 from ._chinchilla import (
     CHINCHILLA_PARAM_NAMES,
+    CHINCHILLA_PRESETS,
     ChinchillaParams,
     chinchilla_loss,
+    chinchilla_preset,
     fit_chinchilla,
 )
 from ._evaluate import format_table, grouped_metrics
@@ -247,6 +249,21 @@ def load_any_params(path: str):
     params, lr = params_from_mapping(data, path)
     lr = DEFAULT_LR if lr is None else lr
     return "nqs", params, lr, float(data.get("seq_len", 128)), data.get("variant")
+
+
+def load_chinchilla(text: str, flag: str = "--chinchilla") -> ChinchillaParams:
+    """Chinchilla parameters from a preset name or a Chinchilla PARAMS.json (InputError if not)."""
+    if text in CHINCHILLA_PRESETS and not os.path.exists(text):
+        return chinchilla_preset(text)
+    if not os.path.exists(text):
+        raise InputError(f"{flag} {text}: no such file, nor a Chinchilla preset "
+                         f"({', '.join(sorted(CHINCHILLA_PRESETS))})")
+    model, params, *_ = load_any_params(text)
+    if model != "chinchilla":
+        raise InputError(f"{text}: {flag} needs a Chinchilla PARAMS.json (from "
+                         f"'{PROG} fit --model chinchilla') or a preset "
+                         f"({', '.join(sorted(CHINCHILLA_PRESETS))}), got NQS parameters")
+    return params
 
 
 _EVALUATE_DESCRIPTION = f"""\

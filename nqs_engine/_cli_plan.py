@@ -11,6 +11,7 @@ import time
 import numpy as np
 
 from ._io import InputError, atomic_output, json_text
+from ._chinchilla import CHINCHILLA_PRESETS
 from ._params import PRESETS
 from ._plan import BATCH_MODES, METHODS, VARIANTS, Hardware, frontier
 
@@ -34,7 +35,7 @@ Limits (each optional, combinable):
   --min-steps, --n-range, --b-range   bounds on K, N and B
 
 Several --compute values (or a comma list) plan every budget at once: the
-compute-optimal frontier. --chinchilla CH.json adds Chinchilla's allocation
+compute-optimal frontier. --chinchilla CH (a file or preset) adds Chinchilla's allocation
 (N_opt, D_opt; it has no batch size) and the NQS loss of that allocation.
 --schedule-search then optimises a batch-size ramp and learning-rate decay
 for the chosen run and reports the gain over the best constant schedule.
@@ -164,8 +165,9 @@ def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
                         help="loss predictor (weight-norm: grid search only)")
     search.add_argument("--alternatives", type=int, default=3, metavar="K",
                         help="next-best batch sizes shown (default 3)")
-    parser.add_argument("--chinchilla", metavar="CH.json", default=None,
-                        help="Chinchilla PARAMS.json (from 'fit --model chinchilla') to compare")
+    parser.add_argument("--chinchilla", metavar="CH", default=None,
+                        help="Chinchilla parameters to compare: a PARAMS.json from 'fit --model "
+                        f"chinchilla' or a preset ({', '.join(sorted(CHINCHILLA_PRESETS))})")
     parser.add_argument("--schedule-search", action="store_true",
                         help="also optimise a batch ramp and lr decay for each chosen run")
     parser.add_argument("--segments", type=int, default=8, metavar="S",
@@ -180,7 +182,7 @@ def _fmt(v: float, width: int = 9) -> str:
 
 
 def run_plan(args: argparse.Namespace) -> int:
-    from ._cli_fit import load_any_params
+    from ._cli_fit import load_any_params, load_chinchilla
 
     started = time.monotonic()
     model, params, file_lr, file_seq, _ = load_any_params(args.params)
@@ -192,9 +194,7 @@ def run_plan(args: argparse.Namespace) -> int:
     computes = np.array([c for group in args.compute for c in group], dtype=float)
     chinchilla = None
     if args.chinchilla is not None:
-        ch_model, chinchilla, *_ = load_any_params(args.chinchilla)
-        if ch_model != "chinchilla":
-            raise InputError(f"{args.chinchilla}: --chinchilla needs a Chinchilla PARAMS.json")
+        chinchilla = load_chinchilla(args.chinchilla)
     if args.alternatives < 0:
         raise InputError(f"--alternatives must be >= 0, got {args.alternatives}")
     if not 1 <= args.segments <= 16:
