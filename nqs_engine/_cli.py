@@ -46,10 +46,12 @@ from ._cli_fit import (
     run_fit,
     run_predict_chinchilla,
 )
+from ._cli_demo import DEMO_DESCRIPTION, add_demo_arguments, run_demo
 from ._cli_plan import PLAN_DESCRIPTION, PLAN_EPILOG, add_plan_arguments, run_plan
+from ._cli_plot import PLOT_DESCRIPTION, PLOT_EPILOG, add_plot_arguments, run_plot
 from ._cli_sweep import SWEEP_DESCRIPTION, SWEEP_EPILOG, add_sweep_arguments, run_sweep
 from ._evaluator import check_rule
-from ._params import DEFAULT_LR, PRESETS, NQSParams, preset
+from ._params import DEFAULT_LR, PRESETS, NQSParams
 from ._quadrature import SumRule
 from ._risk import risk, schedule_risk
 from ._schedule import Schedule
@@ -684,84 +686,6 @@ def _run_trajectory(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------
 
 
-_DEMO_DESCRIPTION = """\
-Run the engine on its built-in default, with no data of your own: the
-published NQS fit to the Pythia / OpenWebText2 ladder (preset pythia-owt2,
-sequences of 128 tokens). It predicts the loss and its four terms for a
-ladder of model sizes trained on 20 tokens per parameter, then scans model
-sizes at fixed compute (one vectorized call over the whole grid) to find the
-compute-optimal N at a fixed batch size, and writes both tables as CSV files
-into the folder --out.
-"""
-
-
-def _add_demo_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--out",
-        default="nqs-demo",
-        metavar="DIR",
-        help="folder for ladder.csv and isoflop.csv (created if missing; default: nqs-demo)",
-    )
-    parser.add_argument(
-        "--batch", type=_positive_int, default=512, metavar="B",
-        help="batch size in sequences of 128 tokens (default: 512)",
-    )
-
-
-def _write_table(path: str, header: Sequence[str], rows: np.ndarray) -> None:
-    with atomic_output(path) as fh:
-        writer = csv.writer(fh)
-        writer.writerow(header)
-        writer.writerows([[repr(float(v)) for v in row] for row in rows])
-
-
-def _run_demo(args: argparse.Namespace) -> int:
-    """`nqs-engine demo`: predictions and a compute-optimal scan on the built-in preset."""
-    started = time.monotonic()
-    seq_len = 128
-    params, lr = preset("pythia-owt2")
-    os.makedirs(args.out, exist_ok=True)
-    B = float(args.batch)
-
-    # 1. A ladder of model sizes at 20 tokens per parameter; 2. a (budgets x sizes)
-    # grid to find the compute-optimal N at fixed B. Both in one vectorized call.
-    N = np.array([1e7, 3e7, 1e8, 3e8, 1e9, 3e9, 1e10])
-    K = np.ceil(20 * N / (B * seq_len))
-    budgets = np.array([1e18, 1e19, 1e20, 1e21])
-    sizes = np.geomspace(1e6, 1e11, 501)
-    Kgrid = budgets[:, None] / (6 * sizes[None, :] * B * seq_len)
-    grid_N = np.broadcast_to(sizes, Kgrid.shape).ravel()
-    out = risk(params, np.concatenate([N, grid_N]), B,
-               np.concatenate([K, np.maximum(Kgrid, 1.0).ravel()]), lr=lr)
-    fields = ("total", "irreducible", "approximation", "bias", "variance")
-    terms = np.stack([np.asarray(getattr(out, f))[: N.size] for f in fields], axis=1)
-    ladder = np.column_stack([N, np.full_like(N, B), K, 6 * N * B * K * seq_len, terms])
-    print(f"NQS preset pythia-owt2, batch {args.batch} x {seq_len} tokens, 20 tokens/parameter")
-    print(f"{'N':>9} {'K':>9} {'FLOPs':>9} {'loss':>7} {'approx':>7} {'bias':>7} {'variance':>8}")
-    for row in ladder:
-        n, _, k, c, total, _, approx, bias, var = row
-        print(f"{n:9.2e} {k:9.0f} {c:9.2e} {total:7.4f} {approx:7.4f} {bias:7.4f} {var:8.4f}")
-
-    loss = np.asarray(out.total)[N.size :].reshape(Kgrid.shape)
-    loss = np.where(Kgrid >= 1, loss, np.inf)  # at least one step
-    best = np.argmin(loss, axis=1)
-    iso = np.column_stack([budgets, sizes[best], Kgrid[np.arange(len(budgets)), best],
-                           loss[np.arange(len(budgets)), best]])
-    print(f"\ncompute-optimal model size at batch {args.batch} (grid of {sizes.size} sizes)")
-    print(f"{'FLOPs':>9} {'N*':>9} {'K*':>9} {'tokens/N':>9} {'loss':>7}")
-    for c, n, k, l in iso:
-        print(f"{c:9.1e} {n:9.2e} {k:9.0f} {k * B * seq_len / n:9.1f} {l:7.4f}")
-
-    ladder_path = os.path.join(args.out, "ladder.csv")
-    iso_path = os.path.join(args.out, "isoflop.csv")
-    _write_table(ladder_path, ["N", "B", "K", "C", "prediction", "irreducible",
-                               "approximation", "bias", "variance"], ladder)
-    _write_table(iso_path, ["C", "N_opt", "K_opt", "loss"], iso)
-    print(f"\nwrote {ladder_path} and {iso_path} in {_duration(time.monotonic() - started)}",
-          file=sys.stderr)
-    return EXIT_OK
-
-
 @dataclasses.dataclass(frozen=True)
 class _Command:
     """A subcommand: its name, help texts, argument definitions and implementation.
@@ -830,12 +754,21 @@ COMMANDS: list[_Command] = [
         run=run_sweep,
     ),
     _Command(
+        name="plot",
+        summary="draw the model against a runs CSV: fits, isoflop/isotoken curves, "
+        "terms, schedules, frontier",
+        description=PLOT_DESCRIPTION,
+        epilog=PLOT_EPILOG,
+        add_arguments=add_plot_arguments,
+        run=run_plot,
+    ),
+    _Command(
         name="demo",
         summary="predict and plan on the built-in pythia-owt2 preset (no data needed)",
-        description=_DEMO_DESCRIPTION,
+        description=DEMO_DESCRIPTION,
         epilog="",
-        add_arguments=_add_demo_arguments,
-        run=_run_demo,
+        add_arguments=add_demo_arguments,
+        run=run_demo,
     ),
 ]
 
@@ -851,8 +784,8 @@ Run '{PROG} COMMAND --help' for a command's options and file formats.
 
 exit status:
   0    success
-  2    bad input, parameters or usage; one line on stderr starting
-       '{PROG}: error:' (or argparse's usage message), and no output file
+  2    bad input, parameters or usage: one line on stderr starting
+       '{PROG}: error:', and no output file
   1    internal error (set NQS_ENGINE_DEBUG=1 to see the traceback)
   130  interrupted (Ctrl-C); no output file
 
@@ -864,11 +797,29 @@ environment:
 """
 
 
+class _Parser(argparse.ArgumentParser):
+    """An `ArgumentParser` whose usage errors are one line on stderr, exit status 2.
+
+    `commands` maps each subcommand to its parser, so that arguments left over
+    after a subcommand are reported by (and point at the help of) that command.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.commands: dict[str, argparse.ArgumentParser] = {}
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        where = self.prog[len(PROG):].strip()
+        hint = f"{PROG} {where} --help" if where else f"{PROG} --help"
+        _error(f"{where + ': ' if where else ''}{message} (see '{hint}')")
+        raise SystemExit(EXIT_INPUT)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `argparse` parser of `nqs-engine` and all its subcommands."""
     from . import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=PROG,
         description=_MAIN_DESCRIPTION,
         epilog=_MAIN_EPILOG,
@@ -876,7 +827,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     subparsers = parser.add_subparsers(
-        dest="command", metavar="COMMAND", title="commands", required=True
+        dest="command", metavar="COMMAND", title="commands", required=True,
+        parser_class=_Parser,
     )
     for command in COMMANDS:
         sub = subparsers.add_parser(
@@ -888,6 +840,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
         command.add_arguments(sub)
         sub.set_defaults(run=command.run)
+        parser.commands[command.name] = sub
     return parser
 
 
@@ -936,7 +889,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra:
+            parser.commands[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
     except SystemExit as exc:  # --help, --version, usage errors
         return exc.code if isinstance(exc.code, int) else EXIT_INPUT
     previous_x64 = jax.config.read("jax_enable_x64")

@@ -6,8 +6,8 @@ Compilation dominates the time here, so every computation shares a few shapes:
 chunk and every scheduled test uses 3-segment schedules, and the reference
 values come from library calls on the same padded shapes (`in_blocks`). That
 makes one compiled program each for `risk`, `schedule_risk` and
-`weight_norm_risk` (64 rows), one for `trajectory` (8 checkpoints) and one for
-the demo.
+`weight_norm_risk` (64 rows) and one for `trajectory` (8 checkpoints). The demo
+and `plot` are tested in test_plot.py.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import io
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 
@@ -351,8 +352,9 @@ def test_path_errors(tmp_path, capsys, no_compute, which):
 )
 def test_usage_errors_exit_2(capsys, argv):
     assert main(argv) == 2
-    err = capsys.readouterr().err
-    assert "usage: nqs-engine" in err and "Traceback" not in err
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("nqs-engine: error: "), err
+    assert err[0].endswith("--help')")  # points at the command's help
 
 
 def test_failure_while_computing_leaves_no_output(tmp_path, capsys, monkeypatch):
@@ -423,6 +425,23 @@ def test_help_describes_formats(capsys):
     for part in ["RUNS.csv", "PRED.csv", "N ", "B ", "K ", '"e_irr"', '"lr"', "pythia-owt2",
                  *TERMS, "--chunk-rows", "--no-progress", "--lr"]:
         assert part in out, part
+
+
+@pytest.mark.parametrize("name", [c.name for c in _cli.COMMANDS])
+def test_every_command_has_complete_help_and_one_line_usage_errors(capsys, name):
+    assert main([name, "--help"]) == 0
+    out = capsys.readouterr().out
+    command = next(c for c in _cli.COMMANDS if c.name == name)
+    assert out.startswith(f"usage: nqs-engine {name}")
+    assert command.description.split("\n")[0] in out  # the description, not just options
+    assert "--out" in out  # every command writes files named by --out
+    assert main([name, "--no-such-flag"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith(f"nqs-engine: error: {name}: "), err
+    assert "--no-such-flag" in err[0] or "required" in err[0]
+    # ... and the main help lists the command with its summary.
+    assert main(["--help"]) == 0
+    assert re.search(rf"^    {name}\b", capsys.readouterr().out, re.MULTILINE)
 
 
 def test_subprocess_help_and_error(tmp_path):
@@ -498,23 +517,6 @@ def test_atomic_output_and_write_json(tmp_path):
     with pytest.raises(InputError, match="does not exist"):
         with atomic_output(tmp_path / "no" / "x.csv"):
             pass
-
-
-def test_demo_runs_on_the_builtin_preset(tmp_path, capsys):
-    out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--batch", "256"]) == 0
-    printed = capsys.readouterr().out
-    assert "compute-optimal" in printed
-    with open(out / "ladder.csv") as fh:
-        rows = list(csv.DictReader(fh))
-    assert len(rows) == 7
-    expected = reference_table(*nqs.preset("pythia-owt2"), [(r["N"], r["B"], r["K"]) for r in rows])
-    for row, want in zip(rows, expected):
-        assert float(row["prediction"]) == pytest.approx(want[0], rel=1e-12)
-    with open(out / "isoflop.csv") as fh:
-        iso = list(csv.DictReader(fh))
-    losses = [float(r["loss"]) for r in iso]
-    assert len(iso) == 4 and losses == sorted(losses, reverse=True)  # more compute, lower loss
 
 
 # ---------------------------------------------------------------------------
@@ -876,7 +878,8 @@ def test_schedule_errors_before_any_work(tmp_path, capsys, no_compute, monkeypat
 ])
 def test_schedule_usage_errors(capsys, argv):
     assert main(["predict", "r.csv", "--params", "pythia-owt2", "--out", "o.csv", *argv]) == 2
-    assert "usage: nqs-engine predict" in capsys.readouterr().err
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("nqs-engine: error: predict: "), err
 
 
 # ---------------------------------------------------------------------------
