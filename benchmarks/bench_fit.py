@@ -123,10 +123,7 @@ def main() -> None:
                                     "intervals_95": boot.intervals(),
                                     "wall_time_s": time.perf_counter() - t3}
         print("\nbootstrap 95% intervals:", payload["nqs_bootstrap"]["intervals_95"])
-    # The CPU run's file holds the fitted parameters that bench_plan.py reads; other
-    # backends save beside it rather than over it.
-    backend = jax.default_backend()
-    print("\nsaved", save("fit" if backend == "cpu" else f"fit_{backend}", payload))
+    print("\nsaved", save("fit", payload))
 
 
 if __name__ == "__main__":
