@@ -153,7 +153,8 @@ def optimize_schedule(
 
     >>> import numpy as np, nqs_engine as nqs
     >>> params, lr = nqs.preset("pythia-owt2")
-    >>> out = nqs.optimize_schedule(params, 1e8, 2e9, 30_000, seq_len=128, lr=lr, segments=4)
+    >>> out = nqs.optimize_schedule(params, 1e8, 2e9, 30_000, seq_len=128, lr=lr, segments=2,
+    ...                           max_ramp=4.0)
     >>> bool(out.gain > 0.01)                                  # decaying and ramping pays
     True
     >>> bool(np.all(np.diff(np.asarray(out.schedule.lr)) <= 0))  # the step size decays
