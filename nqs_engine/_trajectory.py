@@ -323,6 +323,12 @@ def weight_norm_risk(
     summing $W_2$ over the directions; the loss is then that of the resulting
     per-stair step sizes.
 
+    Because of $\gamma_{prev}$ the step size never rises again, as SPEC states the
+    variant: a schedule that starts with a warmup stays at its first warmup
+    piece's step size for the whole run (e.g. 2.78 against 2.25 without warmup for
+    the preset at $N = 10^8$, $B = 512$, $K = 40000$, 1% warmup). Predict runs with
+    warmup by the plain risk, or by this variant on the schedule after the warmup.
+
     **Example:**
 
     >>> import nqs_engine as nqs
