@@ -37,8 +37,8 @@ ladder's training runs (Chinchilla preset pythia-owt2). It
      curves under five schedules and the frontier against Chinchilla.
 
 It writes ladder.csv, frontier.csv and the figures into the folder --out.
-About half a minute on a laptop CPU the first time (compilation), less
-afterwards (compiled programs are cached; see '{PROG} --help').
+About half a minute on a 2-core laptop CPU, most of it compiling and
+running the planner.
 """
 
 
