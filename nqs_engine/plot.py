@@ -197,6 +197,29 @@ def _batch_rule(logN: np.ndarray, logB: np.ndarray) -> tuple[float, float]:
     return float(a), float(c)
 
 
+def _curves_figure(xs, model, labels, dots, *, xlabel: str, title: str, log_base: int) -> Figure:
+    """Model lines (`model`: the lines' losses end to end), a star at each minimum,
+    and the measured runs `dots` (a list of (x, loss) per line, or None)."""
+    fig = Figure(figsize=(7.5, 5), layout="constrained")
+    ax = fig.subplots()
+    start = 0
+    for i, (x, label, color) in enumerate(zip(xs, labels, _colors(len(xs)))):
+        y = model[start : start + x.size]
+        start += x.size
+        ax.plot(x, y, color=color, lw=1.6, label=label)
+        j = int(np.argmin(y))
+        ax.plot(x[j], y[j], marker="*", ms=12, color=color, mec="k", mew=0.6, ls="none")
+        if dots is not None:
+            ax.scatter(*dots[i], s=22, color=color, edgecolor="k", linewidth=0.4, zorder=3)
+    ax.set_xscale("log", base=log_base)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("loss (nats/token)")
+    ax.set_title(title + (", runs (dots)" if dots is not None else ""))
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, which="both")
+    return fig
+
+
 def isoflop_curves(
     params: NQSParams,
     N: Any,
@@ -257,26 +280,12 @@ def isoflop_curves(
         raise ValueError("no isoflop group: every compute level has runs of a single N")
     flat = [np.concatenate([cv[i] for cv in curves]) for i in (3, 4, 5)]
     model = _model_loss(params, *flat, lr, variant)
-    fig = Figure(figsize=(7.5, 5), layout="constrained")
-    ax = fig.subplots()
-    start = 0
-    for (key, c_level, m, n_line, _, _), color in zip(curves, _colors(len(curves))):
-        y = model[start : start + n_line.size]
-        start += n_line.size
-        label = f"C = {_sci(c_level)} FLOPs" if groups is None else f"{key} (C = {_sci(c_level)})"
-        ax.plot(n_line, y, color=color, lw=1.6, label=label)
-        j = int(np.argmin(y))
-        ax.plot(n_line[j], y[j], marker="*", ms=12, color=color, mec="k", mew=0.6, ls="none")
-        if loss is not None:
-            ax.scatter(N[m], loss[m], s=22, color=color, edgecolor="k", linewidth=0.4, zorder=3)
-    ax.set_xscale("log")
-    ax.set_xlabel("model size N (parameters)")
-    ax.set_ylabel("loss (nats/token)")
-    ax.set_title(f"Isoflop curves: {variant} NQS (lines, star = optimum)"
-                 + (", runs (dots)" if loss is not None else ""))
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3, which="both")
-    return fig
+    labels = [f"C = {_sci(c_level)} FLOPs" if groups is None else f"{key} (C = {_sci(c_level)})"
+              for key, c_level, *_ in curves]
+    dots = None if loss is None else [(N[cv[2]], loss[cv[2]]) for cv in curves]
+    return _curves_figure(
+        [cv[3] for cv in curves], model, labels, dots, xlabel="model size N (parameters)",
+        title=f"Isoflop curves: {variant} NQS (lines, star = optimum)", log_base=10)
 
 
 def isotoken_curves(
@@ -336,28 +345,13 @@ def isotoken_curves(
     flat_B = np.concatenate([cv[4] for cv in curves])
     flat_K = np.concatenate([cv[5] for cv in curves])
     model = _model_loss(params, flat_N, flat_B, flat_K, lr, variant)
-    fig = Figure(figsize=(7.5, 5), layout="constrained")
-    ax = fig.subplots()
-    start = 0
-    for (key, n_level, d_level, m, b_line, _), color in zip(curves, _colors(len(curves))):
-        y = model[start : start + b_line.size]
-        start += b_line.size
-        label = f"N = {_sci(n_level)}, D = {_sci(d_level)} tokens"
-        if groups is not None:
-            label = f"{key}: {label}"
-        ax.plot(b_line, y, color=color, lw=1.6, label=label)
-        j = int(np.argmin(y))
-        ax.plot(b_line[j], y[j], marker="*", ms=12, color=color, mec="k", mew=0.6, ls="none")
-        if loss is not None:
-            ax.scatter(B[m], loss[m], s=22, color=color, edgecolor="k", linewidth=0.4, zorder=3)
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("batch size B (sequences)")
-    ax.set_ylabel("loss (nats/token)")
-    ax.set_title(f"Isotoken curves: {variant} NQS (lines, star = best B)"
-                 + (", runs (dots)" if loss is not None else ""))
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3, which="both")
-    return fig
+    labels = [f"N = {_sci(n_level)}, D = {_sci(d_level)} tokens" if groups is None
+              else f"{key}: N = {_sci(n_level)}, D = {_sci(d_level)} tokens"
+              for key, n_level, d_level, *_ in curves]
+    dots = None if loss is None else [(B[cv[3]], loss[cv[3]]) for cv in curves]
+    return _curves_figure(
+        [cv[4] for cv in curves], model, labels, dots, xlabel="batch size B (sequences)",
+        title=f"Isotoken curves: {variant} NQS (lines, star = best B)", log_base=2)
 
 
 # ---------------------------------------------------------------------------
