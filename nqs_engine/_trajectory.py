@@ -152,12 +152,12 @@ def trajectory(
     checkpoints = np.asarray(checkpoints) if not isinstance(checkpoints, jax.Array) else checkpoints
     if checkpoints.ndim != 1 or checkpoints.shape[0] == 0:
         raise ValueError(f"checkpoints must be a non-empty 1-D array, got shape {checkpoints.shape}")
-    prepared = _prepare(params, N, lr, (schedule.lr, schedule.batch, schedule.steps), rule)
+    prepared = _prepare(params, N, lr, (schedule.lr, schedule.batch, schedule.steps), rule,
+                        chunk=None)
     cps = jnp.asarray(checkpoints, dtype=prepared.N.dtype)
     bias, var, approx = _trajectory_flat(*prepared.flat, cps, rule)
     shape = (*prepared.shape, cps.shape[0])
-    e_irr = prepared.theta[4][:, None]
-    return RiskBreakdown.from_terms(e_irr, approx[:, None], bias, var, shape=shape)
+    return prepared.breakdown(prepared.theta[4][:, None], approx[:, None], bias, var, shape)
 
 
 # ---------------------------------------------------------------------------
@@ -343,12 +343,10 @@ def weight_norm_risk(
         raise TypeError(f"schedule must be a Schedule, got {type(schedule).__name__}")
     extras = () if init_sq_norm is None else (("init_sq_norm", init_sq_norm),)
     prepared = _prepare(params, N, lr, (schedule.lr, schedule.batch, schedule.steps), rule,
-                        extras=extras)
+                        extras=extras, chunk=chunk)
     s0 = prepared.extras[0] if extras else prepared.N * 0.02**2
-    bias, var, approx = _weight_norm_flat(
-        *prepared.flat, prepared.lr, s0, rule, max(1, min(chunk, prepared.size))
-    )
-    return RiskBreakdown.from_terms(prepared.theta[4], approx, bias, var, shape=prepared.shape)
+    bias, var, approx = _weight_norm_flat(*prepared.flat, prepared.lr, s0, rule, prepared.batch)
+    return prepared.breakdown(prepared.theta[4], approx, bias, var)
 
 
 __all__ = ["trajectory", "weight_norm_risk", "stair_width"]

@@ -243,6 +243,50 @@ def test_no_retrace_when_values_change():
     assert not np.allclose(a, b)
 
 
+def test_nearby_sizes_share_one_compiled_program(monkeypatch):
+    """Calls with 5, 6 and 7 configurations pad to 8 rows and trace the sums once per term."""
+    from nqs_engine import _risk
+
+    traced = []
+    original = _risk._config_sum
+
+    def counting(*args, **kwargs):
+        traced.append(args[6])  # the term
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(_risk, "_config_sum", counting)
+    params, lr = nqs.preset("pythia-owt2")
+    rule = nqs.SumRule(head=29)  # a static structure no other test compiles
+    grids = [np.geomspace(1e6, 1e9, n) for n in (5, 6, 7)]
+    outs = [nqs.risk(params, N, 64.0, 1e3, lr=lr, rule=rule).total for N in grids]
+    assert len(traced) == 2, traced  # bias and variance, once each
+    for N, out in zip(grids, outs):  # the padding changes no value
+        assert out.shape == N.shape
+        for i in (0, -1):
+            one = nqs.risk(params, N[i], 64.0, 1e3, lr=lr, rule=rule).total
+            np.testing.assert_allclose(out[i], one, rtol=1e-13)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 10**8), st.one_of(st.none(), st.integers(1, 10**6)))
+def test_bucket_rows(n, chunk):
+    from nqs_engine._chunk import bucket_rows
+
+    size, batch = bucket_rows(n, chunk)
+    assert size >= n and size % batch == 0
+    if chunk is not None:
+        assert batch <= chunk
+    # Small batches round to a power of two, larger ones waste at most 1/16 of the
+    # work (past `chunk` rows, besides filling the last chunk).
+    unit = 1 if chunk is None or n <= chunk else chunk
+    if n > 64:
+        assert size <= -(-n // unit) * unit * (1 + 1 / 16)
+    else:
+        assert size < 2 * n or size == 1
+    # A bucket size is its own bucket.
+    assert bucket_rows(min(size, 10**9), chunk)[0] == size
+
+
 BAD = [
     (dict(p=1.0), "p must be > 1"),
     (dict(q=0.0), "q must be > 0"),
