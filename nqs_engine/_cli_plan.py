@@ -17,7 +17,7 @@ from ._plan import BATCH_MODES, METHODS, VARIANTS, Hardware, frontier
 
 PROG = "nqs-engine"
 
-PLAN_DESCRIPTION = f"""\
+PLAN_DESCRIPTION = """\
 Plan the run of least predicted loss for each compute budget: the model
 size N (non-embedding parameters), batch size B (sequences) and number of
 steps K with 6 N B K seq_len <= C (K is the most steps that compute,

@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
 from typing import Any
 
 import equinox as eqx
@@ -59,7 +58,6 @@ from ._evaluator import PLAN_RULE, check_rule, losses, plain_loss, theta_of
 from ._optimize import minimize
 from ._params import DEFAULT_LR, NQSParams
 from ._quadrature import SumRule
-from ._risk import risk
 from ._schedule import Schedule
 
 #: How a plan may choose its batch size.
@@ -765,7 +763,6 @@ def plan(
     line_n = la + (lb - la) * t_line
     line_N = np.exp(line_n)
     line_B = np.exp(log_c2 + expo2 * line_n)
-    line_K = budgets.steps(line_N, line_B)
 
     rows = np.arange(M)
     order = np.argsort(loss_line, axis=-1)
