@@ -101,8 +101,11 @@ class Schedule(eqx.Module):
         [50.0, 20.0]
         """
         k = jnp.asarray(k)[..., None]
+        # Starts as an exclusive cumulative sum: `ends - steps` rounds, and a start
+        # one ulp below a boundary would leak a sliver of the next segment into a
+        # cut made exactly at that boundary.
         ends = jnp.cumsum(self.steps, axis=-1)
-        starts = ends - self.steps
+        starts = jnp.concatenate([jnp.zeros_like(ends[..., :1]), ends[..., :-1]], axis=-1)
         return Schedule(self.lr, self.batch, jnp.clip(k - starts, 0, self.steps))
 
     def pad(self, num_segments: int) -> "Schedule":

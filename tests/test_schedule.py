@@ -557,6 +557,25 @@ def test_truncate_and_pad():
     assert_terms_close(b, a, 1e-13)
 
 
+def test_truncate_at_a_boundary_leaks_nothing_of_the_next_segment():
+    """A cut exactly at a segment end keeps zero steps after it, not a rounding sliver.
+
+    `ends - steps` puts the second start one ulp below 0.1229...; the sliver it left
+    mattered where the next segment has gamma * lambda_1 = 1 exactly, since then any
+    positive step count zeroes that direction's bias (found by hypothesis in
+    test_trajectory_equals_truncated_schedule_risk).
+    """
+    first, second = 0.12292057180858407, 1.2095899718636771
+    s = nqs.Schedule(np.array([0.0, 1000.0]), np.array([1.0, 1.0]), np.array([first, second]))
+    assert fields(s.truncate(first))[2] == [first, 0.0]
+    theta = dict(p=2.0, q=1.0, P=1.0, Q=1.0, e_irr=1.0, R=1.0, r=1.0)
+    params = nqs.NQSParams(**theta)
+    cut = as_array(nqs.schedule_risk(params, 1.0, s.truncate(first), lr=1e-3))
+    before = as_array(nqs.schedule_risk(params, 1.0, nqs.Schedule.constant(first, 1.0, lr=0.0), lr=1e-3))
+    assert cut.tolist() == before.tolist()
+    assert cut[2] == 0.5 and cut[3] == 0.0  # lr 0: the single direction has not moved
+
+
 def test_empty_segments_never_diverge():
     """Regression: padding (then multiplier 1) made a stable schedule raise "diverges"."""
     params = nqs.NQSParams(p=1.5, q=1.0, P=2.0, Q=1.0, e_irr=0.5, R=1.0, r=1.0)
