@@ -129,6 +129,76 @@ class Schedule(eqx.Module):
             ext(s.steps, jnp.zeros_like(s.steps[..., -1])),
         )
 
+    @classmethod
+    def concatenate(cls, *schedules: "Schedule") -> "Schedule":
+        r"""One schedule that runs `schedules` one after the other.
+
+        The segments are joined along the last axis, $S = \sum_i S_i$, and the
+        batch shapes broadcast against each other; the risk of the result is the
+        recurrence of [`nqs_engine.schedule_risk`][] carried from one schedule
+        into the next, and $K = \sum_i K_i$. (In a SPEC string, `+` means something
+        else: two schedules over the same run at once; see [`Schedule.from_spec`][].)
+
+        **Example:** a warmup, then a constant phase, then a decay at a larger batch.
+
+        >>> import nqs_engine as nqs
+        >>> run = nqs.Schedule.concatenate(
+        ...     nqs.Schedule.warmup(1_000, 256, warmup=0.5, pieces=2),
+        ...     nqs.Schedule.constant(8_000, 256),
+        ...     nqs.Schedule.constant(1_000, 512, lr=0.1))
+        >>> run.lr.tolist(), float(run.total_steps)
+        ([0.25, 0.75, 1.0, 1.0, 0.1], 10000.0)
+        """
+        if not schedules:
+            raise ValueError("concatenate needs at least one schedule")
+        for i, s in enumerate(schedules):
+            if not isinstance(s, Schedule):
+                raise TypeError(f"schedule {i} must be a Schedule, got {type(s).__name__}")
+        try:
+            return _concat(*schedules)
+        except ValueError:
+            shapes = ", ".join(str(s.shape) for s in schedules)
+            raise ValueError(f"the schedules' batch shapes must broadcast, got {shapes}") from None
+
+    @classmethod
+    def from_spec(cls, spec: str, K: RealLike, B: RealLike) -> "Schedule":
+        r"""The schedule a SPEC string describes, for runs of `K` steps at batch size `B`.
+
+        The language of the command line's `schedule` column and `--schedule`
+        (`nqs-engine predict --help` lists it): `constant`, `cosine`, `wsd`,
+        `warmup`, `step` and `batch`, with options, and `SPEC+SPEC` for two
+        schedules over the same run at once, cut at the change points of both,
+        their step-size multipliers $m_s$ and batch multipliers multiplied.
+        Fractions are of `K` and cut points round down to whole steps, so the
+        result is the schedule the command line evaluates. `K` and `B` broadcast
+        (a batch of runs); a bad SPEC raises a `ValueError` that quotes it.
+
+        **Example:** a cosine decay with warmup, and the batch doubled half way.
+
+        >>> import nqs_engine as nqs
+        >>> s = nqs.Schedule.from_spec("cosine:pieces=4,warmup=0.1,warmup_pieces=1+batch:0.5=2",
+        ...                            K=1_000, B=256)
+        >>> s.steps.tolist(), s.batch.tolist()
+        ([100.0, 225.0, 175.0, 50.0, 225.0, 225.0], [256.0, 256.0, 256.0, 512.0, 512.0, 512.0])
+        """
+        from ._io import InputError, parse_schedule  # _io builds on this module
+
+        try:
+            parsed = parse_schedule(spec)
+        except InputError as exc:
+            raise ValueError(str(exc)) from None
+        K = np.asarray(K, dtype=np.float64)
+        B = np.asarray(B, dtype=np.float64)
+        try:
+            shape = np.broadcast_shapes(K.shape, B.shape)
+        except ValueError:
+            raise ValueError(f"K{K.shape} and B{B.shape} must broadcast") from None
+        for name, value, ok in (("K", K, K >= 0), ("B", B, B > 0)):
+            if not np.all(np.isfinite(value) & ok):
+                raise ValueError(f"{name} must be finite and {'>= 0' if name == 'K' else '> 0'}, "
+                                 f"got {float(value[~(np.isfinite(value) & ok)].ravel()[0]):g}")
+        return parsed.build(np.broadcast_to(K, shape), np.broadcast_to(B, shape))
+
     # ------------------------------------------------------------------
     # Constructors
     # ------------------------------------------------------------------

@@ -576,6 +576,59 @@ def test_truncate_at_a_boundary_leaks_nothing_of_the_next_segment():
     assert cut[2] == 0.5 and cut[3] == 0.0  # lr 0: the single direction has not moved
 
 
+def test_concatenate_joins_segments_and_carries_the_state():
+    warm = nqs.Schedule.warmup(1_000, 64, warmup=0.5, pieces=2)
+    decay = nqs.Schedule.constant(3_000, 128, lr=0.3)
+    run = nqs.Schedule.concatenate(warm, decay)
+    assert fields(run) == [[0.25, 0.75, 1.0, 0.3], [64.0, 64.0, 64.0, 128.0],
+                           [250.0, 250.0, 500.0, 3000.0]]
+    assert fields(nqs.Schedule.concatenate(decay)) == fields(decay)
+    # The risk runs the recurrence through both: brute force over every direction.
+    theta = dict(p=1.4, q=1.1, P=2.0, Q=0.8, e_irr=0.3, R=0.5, r=0.2)
+    lr = 1.5 / theta["Q"]
+    segments = list(zip(*fields(run)))
+    ours = as_array(nqs.schedule_risk(nqs.NQSParams(**theta), 3_000.0, pad_schedule(run, PAD), lr=lr))
+    assert_terms_close(ours, truth(3_000.0, theta, segments, lr), 1e-11)
+    # Batch shapes broadcast: two lengths of the first phase, one second phase.
+    two = nqs.Schedule.concatenate(nqs.Schedule.constant(np.array([100.0, 200.0]), 32), decay)
+    assert two.shape == (2,) and np.asarray(two.total_steps).tolist() == [3100.0, 3200.0]
+
+
+def test_from_spec_is_the_command_line_schedule():
+    """The constructors' schedules, and SPEC+SPEC as both at once (multipliers multiply)."""
+    K, B = 1_000, 64
+    assert fields(nqs.Schedule.from_spec("constant", K, B)) == fields(nqs.Schedule.constant(K, B))
+    assert fields(nqs.Schedule.from_spec("step:0.5=0.1,0.75=0.01", K, B)) == fields(
+        nqs.Schedule.step_decay(K, B, (0.5, 0.75), (0.1, 0.01)))
+    both = nqs.Schedule.from_spec("step:0.5=0.1+batch:0.25=2,0.75=4", K, B)
+    assert fields(both) == [[1.0, 1.0, 0.1, 0.1], [64.0, 128.0, 128.0, 256.0],
+                            [250.0, 250.0, 250.0, 250.0]]
+    # A batch of runs: one schedule per (K, B), cut points rounded down to whole steps.
+    runs = nqs.Schedule.from_spec("warmup:0.1,pieces=2", np.array([1_000.0, 995.0]), 32)
+    assert runs.shape == (2,)
+    assert np.asarray(runs.steps).tolist() == [[50.0, 50.0, 900.0], [49.0, 50.0, 896.0]]
+
+
+@pytest.mark.parametrize("build,error,match", [
+    (lambda s: nqs.Schedule.concatenate(), ValueError, "at least one schedule"),
+    (lambda s: nqs.Schedule.concatenate(s, "cosine"), TypeError, "schedule 1 must be a Schedule"),
+    (lambda s: nqs.Schedule.concatenate(nqs.Schedule.constant(np.ones(2), 8),
+                                        nqs.Schedule.constant(np.ones(3), 8)),
+     ValueError, r"batch shapes must broadcast, got \(2,\), \(3,\)"),
+    (lambda s: nqs.Schedule.from_spec("cosine:pieces=0", 100, 8), ValueError,
+     "schedule 'cosine:pieces=0': pieces must be an integer"),
+    (lambda s: nqs.Schedule.from_spec("linear", 100, 8), ValueError, "unknown schedule 'linear'"),
+    (lambda s: nqs.Schedule.from_spec("constant", -1.0, 8), ValueError, "K must be finite and >= 0"),
+    (lambda s: nqs.Schedule.from_spec("constant", 100, np.array([8.0, 0.0])), ValueError,
+     "B must be finite and > 0, got 0$"),
+    (lambda s: nqs.Schedule.from_spec("constant", np.ones(2), np.ones(3)), ValueError,
+     r"K\(2,\) and B\(3,\) must broadcast"),
+])
+def test_concatenate_and_from_spec_errors(build, error, match):
+    with pytest.raises(error, match=match):
+        build(nqs.Schedule.constant(10, 8))
+
+
 def test_empty_segments_never_diverge():
     """Regression: padding (then multiplier 1) made a stable schedule raise "diverges"."""
     params = nqs.NQSParams(p=1.5, q=1.0, P=2.0, Q=1.0, e_irr=0.5, R=1.0, r=1.0)
