@@ -183,6 +183,8 @@ class Schedule(eqx.Module):
         """
         from ._io import InputError, parse_schedule  # _io builds on this module
 
+        if not isinstance(spec, str):
+            raise TypeError(f"spec must be a SPEC string such as 'cosine', got {type(spec).__name__}")
         try:
             parsed = parse_schedule(spec)
         except InputError as exc:

@@ -618,6 +618,7 @@ def test_from_spec_is_the_command_line_schedule():
     (lambda s: nqs.Schedule.from_spec("cosine:pieces=0", 100, 8), ValueError,
      "schedule 'cosine:pieces=0': pieces must be an integer"),
     (lambda s: nqs.Schedule.from_spec("linear", 100, 8), ValueError, "unknown schedule 'linear'"),
+    (lambda s: nqs.Schedule.from_spec(None, 100, 8), TypeError, "spec must be a SPEC string.*got NoneType"),
     (lambda s: nqs.Schedule.from_spec("constant", -1.0, 8), ValueError, "K must be finite and >= 0"),
     (lambda s: nqs.Schedule.from_spec("constant", 100, np.array([8.0, 0.0])), ValueError,
      "B must be finite and > 0, got 0$"),
