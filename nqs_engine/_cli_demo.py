@@ -11,7 +11,7 @@ import time
 import numpy as np
 
 from ._chinchilla import chinchilla_preset
-from ._cli_plot import FORMATS, make_figures, save_figures
+from ._cli_plot import FORMATS, drawing_bar, make_figures, save_figures
 from ._io import atomic_output
 from ._params import preset
 from ._plan import frontier
@@ -50,6 +50,9 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
                         help="image format (default: png)")
     parser.add_argument("--no-plots", action="store_true",
                         help="tables only (no matplotlib needed)")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress bar on stderr while drawing (it is shown only when "
+                        "stderr is a terminal)")
 
 
 def _write_csv(path: str, header: list[str], rows: list[list[float]]) -> None:
@@ -132,8 +135,13 @@ def run_demo(args: argparse.Namespace) -> int:
                 "isoflop": np.arange(14) < 8, "isotoken": np.arange(14) >= 8}
         at = (float(p.N[1]), float(p.B[1]), float(p.K[1]))  # the 1e19 plan
         names = ["isoflop", "isotoken", "decomposition", "trajectories", "frontier"]
-        figures = make_figures(names, set(names), params, lr, SEQ_LEN, "plain", runs, at,
-                               budgets, chinchilla, _note, front=front)
+        callback, close = drawing_bar(not args.no_progress and sys.stderr.isatty())
+        try:
+            figures = make_figures(names, set(names), params, lr, SEQ_LEN, "plain", runs, at,
+                                   budgets, chinchilla, lambda text: (close(), _note(text)),
+                                   front=front, progress=callback)
+        finally:
+            close()
 
     os.makedirs(args.out, exist_ok=True)
     written = [os.path.join(args.out, "ladder.csv"), os.path.join(args.out, "frontier.csv")]

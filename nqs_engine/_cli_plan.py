@@ -175,6 +175,9 @@ def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-ramp", type=_positive, default=8.0, metavar="R",
                         help="largest batch growth in the searched schedule (default 8)")
     parser.add_argument("--out", metavar="FILE.json", default=None, help="write the plans as JSON")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no status line or progress bar on stderr (shown only when stderr "
+                        "is a terminal)")
 
 
 def _fmt(v: float, width: int = 9) -> str:
@@ -199,10 +202,11 @@ def run_plan(args: argparse.Namespace) -> int:
         raise InputError(f"--alternatives must be >= 0, got {args.alternatives}")
     if not 1 <= args.segments <= 16:
         raise InputError(f"--segments must be in [1, 16], got {args.segments}")
+    show = not args.no_progress and sys.stderr.isatty()
     try:
         hardware = Hardware(args.bytes_per_param, args.activation_bytes, args.device_flops,
                             args.tokens_per_device)
-        if sys.stderr.isatty():
+        if show:
             print(f"{PROG}: planning {computes.size} budget(s); the first run compiles "
                   "(~20 s), later runs reuse the cache", file=sys.stderr, flush=True)
         result = frontier(
@@ -217,17 +221,26 @@ def run_plan(args: argparse.Namespace) -> int:
     rows = result.plan.rows()
     schedules = []
     if args.schedule_search:
+        from ._cli import _Progress  # _cli imports this module
         from ._schedule_search import optimize_schedule
 
-        for row in rows:
-            found = optimize_schedule(params, row["N"], row["tokens"], row["K"], seq_len=seq_len,
-                                      lr=lr, segments=args.segments, max_ramp=args.max_ramp)
-            row["schedule_search"] = {
-                "constant_loss": found.constant_loss, "loss": found.loss, "gain": found.gain,
-                "constant_lr_multiplier": float(np.asarray(found.constant.lr)[0]),
-                "segments": found.table(), "converged": found.converged,
-            }
-            schedules.append(found)
+        bar = _Progress("searching schedules", show)
+        try:
+            for i, row in enumerate(rows):
+                bar.show(i / len(rows), f"budget {i + 1}/{len(rows)} (the first compiles, ~40 s)",
+                         force=True)
+                found = optimize_schedule(params, row["N"], row["tokens"], row["K"],
+                                          seq_len=seq_len, lr=lr, segments=args.segments,
+                                          max_ramp=args.max_ramp)
+                row["schedule_search"] = {
+                    "constant_loss": found.constant_loss, "loss": found.loss, "gain": found.gain,
+                    "constant_lr_multiplier": float(np.asarray(found.constant.lr)[0]),
+                    "segments": found.table(), "converged": found.converged,
+                }
+                schedules.append(found)
+            bar.show(1.0, "done", force=True)
+        finally:
+            bar.close()
     if chinchilla is not None:
         for i, row in enumerate(rows):
             row["chinchilla"] = {"N": float(result.chinchilla_N[i]), "tokens": float(result.chinchilla_D[i]),

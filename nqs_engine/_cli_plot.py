@@ -136,6 +136,9 @@ def add_plot_arguments(parser: argparse.ArgumentParser) -> None:
                         "(default: png)")
     parser.add_argument("--dpi", type=_positive, default=120.0, help="resolution of png "
                         "images (default: 120)")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress bar on stderr (it is shown only when stderr is a "
+                        "terminal)")
 
 
 def _groups(table, mask: np.ndarray) -> np.ndarray | None:
@@ -181,18 +184,22 @@ def make_figures(
     chinchilla,
     note: Callable[[str], None],
     front=None,
+    progress: Callable[[int, int, str], None] | None = None,
 ) -> dict:
     """The figures in `names`; a figure in `required` that cannot be made is an InputError.
 
     `runs` holds the arrays N, B, K, loss, the masks isoflop / isotoken and the
     labels groups (or None when there are no runs: the demo). `front`, a
     precomputed [`nqs_engine.Frontier`][], replaces planning `compute` anew.
+    `progress(i, n, name)` is called before figure i of n, and with i = n at the end.
     """
     from . import plot
     from ._plan import frontier
 
     figures = {}
-    for name in names:
+    for i, name in enumerate(names):
+        if progress is not None:
+            progress(i, len(names), name)
         try:
             if name == "actual":
                 if runs is None:
@@ -224,7 +231,21 @@ def make_figures(
             if name in required:
                 raise InputError(f"{name}: {exc}") from None
             note(f"{name}: skipped ({exc})")
+    if progress is not None:
+        progress(len(names), len(names), "done")
     return figures
+
+
+def drawing_bar(enabled: bool):
+    """A progress bar over the figures (on a terminal): `(callback, close)`."""
+    from ._cli import _Progress  # _cli imports this module
+
+    bar = _Progress("drawing", enabled)
+
+    def callback(i: int, n: int, name: str) -> None:
+        bar.show(i / n, name if i == n else f"{name} ({i + 1}/{n})", force=True)
+
+    return callback, bar.close
 
 
 def save_figures(figures: dict, folder: str, fmt: str, dpi: float) -> list[str]:
@@ -304,8 +325,13 @@ def run_plot(args: argparse.Namespace) -> int:
                 _note(f"frontier: skipped (fitting Chinchilla needs at least 5 training rows, "
                       f"got {int(train.sum())}; pass --chinchilla)")
                 names.remove("frontier")
-    figures = make_figures(names, set(args.plots or ()), params, lr, seq_len, variant, runs,
-                           at, budgets, chinchilla, _note)
+    callback, close = drawing_bar(not args.no_progress and sys.stderr.isatty())
+    try:
+        figures = make_figures(names, set(args.plots or ()), params, lr, seq_len, variant,
+                               runs, at, budgets, chinchilla, lambda text: (close(), _note(text)),
+                               progress=callback)
+    finally:
+        close()
     if not figures:
         raise InputError("no figure could be made from these runs")
     paths = save_figures(figures, args.out, args.format, args.dpi)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import sys
 
 import hypothesis
 import hypothesis.strategies as st
@@ -224,10 +225,11 @@ def test_schedule_search():
 # ---------------------------------------------------------------------------
 
 
-def test_cli_plan_json(tmp_path, capsys):
+def test_cli_plan_json(tmp_path, capsys, monkeypatch):
     out = tmp_path / "plan.json"
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # --no-progress wins
     code = main(["plan", "--params", "pythia-owt2", "--compute", "1e19", "--method", "grid",
-                 "--max-tokens", "1e9", "--out", str(out)])
+                 "--max-tokens", "1e9", "--out", str(out), "--no-progress"])
     assert code == 0
     data = json.loads(out.read_text())
     for key in ("N", "B", "K", "loss", "tokens"):
@@ -236,7 +238,26 @@ def test_cli_plan_json(tmp_path, capsys):
     assert data["tokens"] <= 1e9 and data["tokens"] == data["B"] * data["K"] * 128
     p = nqs.plan(PARAMS, 1e19, seq_len=128, lr=LR, method="grid", max_tokens=1e9)
     assert data["loss"] == pytest.approx(float(p.loss), rel=1e-12)
-    assert "binding" in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert "binding" in printed.out and "planning" not in printed.err
+
+
+def test_cli_plan_schedule_search_shows_progress(tmp_path, capsys, monkeypatch):
+    """--schedule-search: one search per budget, a progress bar over them on a terminal."""
+    out = tmp_path / "plans.json"
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    code = main(["plan", "--params", "pythia-owt2", "--compute", "1e18,1e19", "--method", "grid",
+                 "--schedule-search", "--segments", "2", "--max-ramp", "4", "--out", str(out)])
+    assert code == 0
+    plans = json.loads(out.read_text())["plans"]
+    for p in plans:
+        found = p["schedule_search"]
+        assert found["loss"] == pytest.approx(found["constant_loss"] - found["gain"], abs=1e-12)
+        assert found["gain"] >= 0 and len(found["segments"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("nqs-engine: planning 2 budget(s)")
+    bar = [line for line in err.split("\n") if line.startswith("\rsearching schedules [")]
+    assert len(bar) == 1 and "budget 2/2" in bar[0] and "100.0% done" in bar[0]
 
 
 def test_cli_plan_frontier_with_chinchilla(tmp_path, capsys):

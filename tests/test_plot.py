@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -20,6 +21,7 @@ pytest.importorskip("matplotlib", reason="the figures need matplotlib (the plot 
 import nqs_engine as nqs  # noqa: E402
 from nqs_engine import plot  # noqa: E402
 from nqs_engine._cli import main  # noqa: E402
+from nqs_engine._cli_plot import make_figures  # noqa: E402
 
 PARAMS, LR = nqs.preset("pythia-owt2")
 SEQ = 128
@@ -213,17 +215,21 @@ def test_plot_command_writes_every_figure(tmp_path, capsys):
     assert "wrote 6 figure(s)" in printed.err
 
 
-def test_plot_command_fits_chinchilla_and_writes_svg(tmp_path):
+def test_plot_command_fits_chinchilla_and_writes_svg(tmp_path, capsys, monkeypatch):
     runs = _write_runs(tmp_path / "runs.csv")
     out = tmp_path / "figs"
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # --no-progress wins
     code = main(["plot", str(runs), "--params", "pythia-owt2", "--out", str(out),
-                 "--plots", "actual,frontier", "--compute", "1e18", "--format", "svg"])
+                 "--plots", "actual,frontier", "--compute", "1e18", "--format", "svg",
+                 "--no-progress"])
     assert code == 0
+    assert "drawing" not in capsys.readouterr().err
     assert sorted(os.listdir(out)) == ["actual_vs_predicted.svg", "frontier.svg"]
     assert (out / "frontier.svg").read_text().lstrip().startswith("<?xml")
 
 
-def test_plot_command_skips_or_refuses_figures_the_runs_cannot_make(tmp_path, capsys):
+def test_plot_command_skips_or_refuses_figures_the_runs_cannot_make(tmp_path, capsys,
+                                                                    monkeypatch):
     path = tmp_path / "one.csv"
     path.write_text("N,B,K,loss\n1e7,64,1000,3.2\n1e7,64,2000,3.1\n")
     out = tmp_path / "figs"
@@ -234,14 +240,29 @@ def test_plot_command_skips_or_refuses_figures_the_runs_cannot_make(tmp_path, ca
     assert err == ["nqs-engine: error: isoflop: no isoflop group: every compute level has "
                    "runs of a single N"]
     assert not out.exists()
-    # By default (or --plots all): skipped with a note.
+    # By default (or --plots all): skipped with a note. On a terminal a progress
+    # bar runs over the figures, and each note starts a line of its own.
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
     assert main(["plot", str(path), "--params", "pythia-owt2", "--out", str(out),
                  "--plots", "all"]) == 0
     assert sorted(os.listdir(out)) == ["actual_vs_predicted.png", "decomposition.png",
                                        "trajectories.png"]
-    err = capsys.readouterr().err
+    lines = capsys.readouterr().err.split("\n")
     for name in ("isoflop", "isotoken", "frontier"):
-        assert f"nqs-engine: {name}: skipped (" in err
+        assert sum(line.startswith(f"nqs-engine: {name}: skipped (") for line in lines) == 1
+    bar = [line for line in lines if line.startswith("\rdrawing [")]
+    assert len(bar) == 3  # cut by the isoflop and isotoken notes
+    assert "decomposition (4/5)" in bar[-1] and bar[-1].endswith("100.0% done ETA 0:00\x1b[K")
+
+
+def test_make_figures_reports_progress_and_notes():
+    calls, notes = [], []
+    figures = make_figures(["actual"], set(), PARAMS, LR, SEQ, "plain", None, (1e7, 64, 1e3),
+                           np.array([1e18]), None, notes.append,
+                           progress=lambda i, n, name: calls.append((i, n, name)))
+    assert figures == {}
+    assert calls == [(0, 1, "actual"), (1, 1, "done")]
+    assert notes == ["actual: skipped (needs measured runs)"]
 
 
 @pytest.mark.parametrize(
@@ -323,5 +344,5 @@ def test_demo_predicts_plans_and_draws(tmp_path, capsys):
 
 def test_demo_tables_only(tmp_path):
     out = tmp_path / "d"
-    assert main(["demo", "--out", str(out), "--no-plots"]) == 0
+    assert main(["demo", "--out", str(out), "--no-plots", "--no-progress"]) == 0
     assert sorted(os.listdir(out)) == ["frontier.csv", "ladder.csv"]
