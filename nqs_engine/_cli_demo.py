@@ -50,9 +50,9 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
                         help="image format (default: png)")
     parser.add_argument("--no-plots", action="store_true",
                         help="tables only (no matplotlib needed)")
-    parser.add_argument("--no-progress", action="store_true",
-                        help="no progress bar on stderr while drawing (it is shown only when "
-                        "stderr is a terminal)")
+    from ._cli import _add_progress_option  # _cli imports this module
+
+    _add_progress_option(parser)
 
 
 def _write_csv(path: str, header: list[str], rows: list[list[float]]) -> None:
@@ -135,7 +135,7 @@ def run_demo(args: argparse.Namespace) -> int:
                 "isoflop": np.arange(14) < 8, "isotoken": np.arange(14) >= 8}
         at = (float(p.N[1]), float(p.B[1]), float(p.K[1]))  # the 1e19 plan
         names = ["isoflop", "isotoken", "decomposition", "trajectories", "frontier"]
-        callback, close = drawing_bar(not args.no_progress and sys.stderr.isatty())
+        callback, close = drawing_bar(args)
         try:
             figures = make_figures(names, set(names), params, lr, SEQ_LEN, "plain", runs, at,
                                    budgets, chinchilla, lambda text: (close(), _note(text)),

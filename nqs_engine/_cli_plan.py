@@ -175,9 +175,9 @@ def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-ramp", type=_positive, default=8.0, metavar="R",
                         help="largest batch growth in the searched schedule (default 8)")
     parser.add_argument("--out", metavar="FILE.json", default=None, help="write the plans as JSON")
-    parser.add_argument("--no-progress", action="store_true",
-                        help="no status line or progress bar on stderr (shown only when stderr "
-                        "is a terminal)")
+    from ._cli import _add_progress_option  # _cli imports this module
+
+    _add_progress_option(parser)
 
 
 def _fmt(v: float, width: int = 9) -> str:
@@ -202,7 +202,9 @@ def run_plan(args: argparse.Namespace) -> int:
         raise InputError(f"--alternatives must be >= 0, got {args.alternatives}")
     if not 1 <= args.segments <= 16:
         raise InputError(f"--segments must be in [1, 16], got {args.segments}")
-    show = not args.no_progress and sys.stderr.isatty()
+    from ._cli import _Progress, _progress_enabled  # _cli imports this module
+
+    show = _progress_enabled(args)
     try:
         hardware = Hardware(args.bytes_per_param, args.activation_bytes, args.device_flops,
                             args.tokens_per_device)
@@ -221,7 +223,6 @@ def run_plan(args: argparse.Namespace) -> int:
     rows = result.plan.rows()
     schedules = []
     if args.schedule_search:
-        from ._cli import _Progress  # _cli imports this module
         from ._schedule_search import optimize_schedule
 
         bar = _Progress("searching schedules", show)

@@ -136,9 +136,9 @@ def add_plot_arguments(parser: argparse.ArgumentParser) -> None:
                         "(default: png)")
     parser.add_argument("--dpi", type=_positive, default=120.0, help="resolution of png "
                         "images (default: 120)")
-    parser.add_argument("--no-progress", action="store_true",
-                        help="no progress bar on stderr (it is shown only when stderr is a "
-                        "terminal)")
+    from ._cli import _add_progress_option  # _cli imports this module
+
+    _add_progress_option(parser)
 
 
 def _groups(table, mask: np.ndarray) -> np.ndarray | None:
@@ -236,11 +236,11 @@ def make_figures(
     return figures
 
 
-def drawing_bar(enabled: bool):
-    """A progress bar over the figures (on a terminal): `(callback, close)`."""
-    from ._cli import _Progress  # _cli imports this module
+def drawing_bar(args: argparse.Namespace):
+    """A progress bar over the figures, on a terminal unless --no-progress: `(callback, close)`."""
+    from ._cli import _Progress, _progress_enabled  # _cli imports this module
 
-    bar = _Progress("drawing", enabled)
+    bar = _Progress("drawing", _progress_enabled(args))
 
     def callback(i: int, n: int, name: str) -> None:
         bar.show(i / n, name if i == n else f"{name} ({i + 1}/{n})", force=True)
@@ -325,7 +325,7 @@ def run_plot(args: argparse.Namespace) -> int:
                 _note(f"frontier: skipped (fitting Chinchilla needs at least 5 training rows, "
                       f"got {int(train.sum())}; pass --chinchilla)")
                 names.remove("frontier")
-    callback, close = drawing_bar(not args.no_progress and sys.stderr.isatty())
+    callback, close = drawing_bar(args)
     try:
         figures = make_figures(names, set(args.plots or ()), params, lr, seq_len, variant,
                                runs, at, budgets, chinchilla, lambda text: (close(), _note(text)),
