@@ -46,7 +46,7 @@ def _next_pow2(n: int) -> int:
 
 
 def _round_up(n: int, bits: int = 5) -> int:
-    """The smallest m * 2**e >= n with m < 2**bits: at most 1/2**(bits-1) above n."""
+    """The smallest m * 2**e >= n with m <= 2**bits: at most 1/2**(bits-1) above n."""
     e = max(0, int(n).bit_length() - bits)
     return -(-int(n) // (1 << e)) << e
 
