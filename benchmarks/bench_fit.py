@@ -41,8 +41,8 @@ def main() -> None:
     args = parser.parse_args()
     jax.config.update("jax_enable_x64", True)
     import nqs_engine as nqs
-    from nqs_engine._chinchilla import chinchilla_loss, fit_chinchilla
-    from nqs_engine._evaluate import format_table, grouped_metrics
+    from nqs_engine import chinchilla_loss, fit_chinchilla
+    from nqs_engine import format_table, grouped_metrics
 
     with open(args.data / "pythia_owt2_runs.csv") as f:
         rows = list(csv.DictReader(f))

@@ -31,7 +31,7 @@ from _common import device_info, save
 def measure(size: int, repeats: int, chunk: int) -> tuple[dict, np.ndarray]:
     """Time `sweep` over a size^3 grid on all local devices of this process."""
     import nqs_engine as nqs
-    from nqs_engine._sweep import sweep
+    from nqs_engine import sweep
 
     params, lr = nqs.preset("pythia-owt2")
     # Pythia-like ranges: N 1e6..1e11, B 1..1e4, K 10..1e6.

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._custom_types import FloatArray, FloatScalar, RealLike
+from ._misc import vector
 from ._params import DEFAULT_LR, PARAM_NAMES, NQSParams, check_params
 from ._quadrature import hurwitz_zeta
 
@@ -74,17 +75,7 @@ def _concrete_vector(x: Any, name: str, num: int) -> np.ndarray:
             f"{name} must be concrete: simulate_sgd checks its inputs eagerly, "
             "call it outside jit / vmap"
         )
-    try:
-        arr = np.asarray(x, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a real number or 1-D array, got {x!r}") from None
-    if arr.ndim == 0:
-        arr = np.broadcast_to(arr, (num,))
-    if arr.shape != (num,):
-        raise ValueError(f"{name} must have {num} entries, one per segment, got shape {arr.shape}")
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} must be finite, got {arr.tolist()}")
-    return arr
+    return vector(x, name, size=num, broadcast="scalar", meaning="one entry per segment")
 
 
 def _segments(B, K, lr, segments):

@@ -1,13 +1,14 @@
-r"""Large sweeps: the plain NQS loss over an outer-product grid, sharded over devices.
+r"""Large sweeps: a loss model over an outer-product grid, sharded over devices.
 
 A sweep scores every cell of the grid $N \times B \times K$ (or $N \times B \times C$
-at fixed compute) under one parameter set. The grid is flattened, padded to a
-multiple of the device count and split into one contiguous block per device
-(`jax.sharding.NamedSharding` over a one-axis `Mesh`); inside a single
-`jax.jit`, `jax.shard_map` runs the chunked evaluator of `_evaluator` on each
-block, so every device maps over its own cells and memory per device stays
-bounded by the evaluator's chunk. The compiled program is cached per mesh,
-rule, chunk and grid shape: a second sweep of the same shape does not recompile.
+at fixed compute) under one model, with its planning loss
+([`nqs_engine.AbstractLossModel.planning_loss`][]: constant-schedule runs). The
+grid is flattened, padded to a multiple of the device count and split into one
+contiguous block per device (`jax.sharding.NamedSharding` over a one-axis
+`Mesh`); inside a single `jax.jit`, `jax.shard_map` maps each device over its
+own cells in chunks, so memory per device stays bounded by the chunk. The
+compiled program is cached per mesh, chunk, grid shape and model structure: a
+second sweep of the same shape does not recompile, whatever the parameters.
 """
 
 from __future__ import annotations
@@ -23,8 +24,11 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from ._evaluator import PLAN_RULE, check_rule, losses, theta_of
-from ._params import DEFAULT_LR, PARAM_NAMES, NQSParams
+import equinox as eqx
+
+from ._chunk import chunked_map
+from ._misc import positive_scalar, vector
+from ._model import as_model
 from ._quadrature import SumRule
 
 #: Name of the single mesh axis the flattened grid is split along.
@@ -40,21 +44,23 @@ _AXES = {
 
 
 def sweep(
-    params: NQSParams,
+    params: Any,
     N: Any,
     B: Any,
     K: Any = None,
     *,
     compute: Any = None,
     seq_len: float | None = None,
-    lr: float = DEFAULT_LR,
-    rule: SumRule = PLAN_RULE,
+    lr: float | None = None,
+    rule: SumRule | None = None,
     devices: Sequence[jax.Device] | None = None,
     chunk: int = 2048,
 ) -> jax.Array:
-    r"""The plain (constant-schedule) NQS loss over the grid $N \times B \times K$.
+    r"""A loss model's constant-schedule loss over the grid $N \times B \times K$.
 
-    With $\lambda_n = Q n^{-q}$ and $a_n = 1 - \gamma\lambda_n$ ($\gamma$ = `lr`),
+    `params` is a loss model ([`nqs_engine.NQS`][], [`nqs_engine.Chinchilla`][], ...) or
+    `NQSParams` with the step size `lr` (the plain NQS). For the plain NQS, with
+    $\lambda_n = Q n^{-q}$ and $a_n = 1 - \gamma\lambda_n$ ($\gamma$ = `lr`),
     cell $(i, j, k)$ holds
 
     $$L(N_i, B_j, K_k) = e_{irr} + \tfrac12 P\,\zeta(p, N_i+1)
@@ -79,13 +85,14 @@ def sweep(
 
     **Arguments:**
 
-    - `params`: one [`nqs_engine.NQSParams`][] (scalar fields).
+    - `params`: one loss model, or one [`nqs_engine.NQSParams`][] (scalar fields).
     - `N`, `B`: 1-D arrays of model sizes ($\ge 1$) and batch sizes ($> 0$).
     - `K`: 1-D array of step counts ($\ge 0$); give exactly one of `K` and `compute`.
     - `compute`: 1-D array of compute budgets in FLOPs ($> 0$), with `seq_len` ($> 0$).
-    - `lr`: the constant step size $\gamma$.
-    - `rule`: the quadrature; the default `PLAN_RULE` has a relative error below
-      1e-8 and is about 2.7 times faster than [`nqs_engine.SumRule`][]`()`.
+    - `lr`: with `NQSParams`, the constant step size $\gamma$ (default 1.999).
+    - `rule`: with `NQSParams`, the quadrature; the default `PLAN_RULE` has a
+      relative error below 1e-8 and is about 2.7 times faster than
+      [`nqs_engine.SumRule`][]`()`. A model uses its `search_rule`.
     - `devices`: the devices to shard over (default: all local devices).
     - `chunk`: cells evaluated together on a device; bounds memory.
 
@@ -99,7 +106,7 @@ def sweep(
     **Example:**
 
     >>> import jax.numpy as jnp, nqs_engine as nqs
-    >>> from nqs_engine._sweep import sweep
+    >>> from nqs_engine import sweep
     >>> params, lr = nqs.preset("pythia-owt2")
     >>> N, B, K = jnp.array([1e7, 1e8, 1e9]), jnp.array([64.0, 256.0]), jnp.array([1e3, 1e4, 1e5])
     >>> L = sweep(params, N, B, K, lr=lr, rule=nqs.SumRule())
@@ -114,13 +121,14 @@ def sweep(
     >>> at_C[:, :, 0].tolist()   # 1e12 FLOPs: 2 steps of (1e7, 64), under 1 step elsewhere
     [[..., inf], [inf, inf], [inf, inf]]
     """
+    model = as_model(params, lr, None, rule)
     by_compute = compute is not None
     if by_compute == (K is not None):
         raise ValueError("give exactly one of K (step counts) and compute (FLOP budgets)")
     if by_compute:
         if seq_len is None:
             raise ValueError("compute needs seq_len (tokens per sequence)")
-        seq = _positive_scalar(seq_len, "seq_len")
+        seq = positive_scalar(seq_len, "seq_len")
     elif seq_len is not None:
         raise ValueError("seq_len is only used with compute; with K it has no effect")
     else:
@@ -130,14 +138,9 @@ def sweep(
     total = math.prod(a.size for a in axes)
     if total >= 2**31 - 1:
         raise ValueError(f"the grid has {total:,} cells; at most {2**31 - 2:,} are supported")
-    for name in PARAM_NAMES:
-        if np.ndim(getattr(params, name)) != 0:
-            raise ValueError(
-                f"params must be one parameter set, but {name} has shape "
-                f"{np.shape(getattr(params, name))}; sweep each set separately"
-            )
-    lr = _positive_scalar(lr, "lr")
-    check_rule(params, lr, rule)
+    if model.shape != ():
+        raise ValueError(f"params must be one parameter set, got a batch of shape {model.shape}; "
+                         "sweep each set separately")
     if isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer)) or chunk < 1:
         raise ValueError(f"chunk must be an integer >= 1, got {chunk!r}")
     devices = tuple(jax.local_devices() if devices is None else devices)
@@ -148,60 +151,42 @@ def sweep(
 
     dtype = jnp.result_type(float)
     mesh = Mesh(np.array(devices), (AXIS,))
-    program = _program(mesh, rule, int(chunk), by_compute)
-    flat = program(
-        theta_of(params, dtype),
-        jnp.asarray(lr, dtype),
-        *(jnp.asarray(a, dtype) for a in axes),
-        jnp.asarray(seq, dtype),
-    )
+    program = _program(mesh, int(chunk), by_compute)
+    flat = program(model, *(jnp.asarray(a, dtype) for a in axes), jnp.asarray(seq, dtype))
     return flat[:total].reshape(tuple(a.size for a in axes))
 
 
 def _axis(values: Any, name: str) -> np.ndarray:
     """`values` as a 1-D float64 NumPy array, checked against the range of axis `name`."""
-    try:
-        a = np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a 1-D array of numbers, got {values!r}") from None
     test, requirement, meaning = _AXES[name]
-    if a.ndim != 1:
-        raise ValueError(f"{name} must be a 1-D array of {meaning}, got shape {a.shape}")
-    if a.size == 0:
-        raise ValueError(f"{name} is empty: give at least one of the {meaning}")
-    ok = np.isfinite(a)
-    ok[ok] = test(a[ok])
-    if not ok.all():
-        i = int(np.argmin(ok))
-        raise ValueError(
-            f"{name}[{i}] = {a[i]:g} is out of range: {meaning} must be finite and {requirement}"
-        )
-    return a
-
-
-def _positive_scalar(value: Any, name: str) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a positive number, got {value!r}") from None
-    if not (math.isfinite(v) and v > 0):
-        raise ValueError(f"{name} must be a finite number > 0, got {v:g}")
-    return v
+    if np.ndim(values) != 1:
+        raise ValueError(f"{name} must be a 1-D array of {meaning}, got shape {np.shape(values)}")
+    return vector(values, name, check=test,
+                  requirement=f"is out of range: {meaning} must be finite and {requirement}")
 
 
 @functools.lru_cache(maxsize=32)
-def _program(mesh: Mesh, rule: SumRule, chunk: int, by_compute: bool):
-    """The jitted sweep for one mesh, rule, chunk and mode (jit caches the shapes).
+def _program(mesh: Mesh, chunk: int, by_compute: bool):
+    """The jitted sweep for one mesh, chunk and mode (jit caches shapes and model structure).
 
-    `(theta, lr, N, B, X, seq_len) -> loss`, X being K or the compute budgets;
-    the loss is flat over the grid (N slowest, X fastest), padded to a multiple
-    of the device count and sharded along the mesh axis.
+    `(model, N, B, X, seq_len) -> loss`, X being K or the compute budgets; the
+    loss is flat over the grid (N slowest, X fastest), padded to a multiple of
+    the device count and sharded along the mesh axis.
     """
     sharding = NamedSharding(mesh, P(AXIS))
     num_devices = mesh.devices.size
 
-    def per_device(theta, lr, n, b, k):
-        return losses(theta, n, b, k, lr, rule, chunk)
+    def per_device(model, seq_len, n, b, k):
+        m = n.shape[0]
+        size = min(chunk, m)
+        blocks = -(-m // size)
+
+        def block(cells):
+            return model.planning_loss(*cells, seq_len)
+
+        shaped = [jnp.pad(v, (0, blocks * size - m), mode="edge").reshape(blocks, size)
+                  for v in (n, b, k)]
+        return chunked_map(block, tuple(shaped), 1).reshape(-1)[:m]
 
     mapped = jax.shard_map(
         per_device,
@@ -210,8 +195,8 @@ def _program(mesh: Mesh, rule: SumRule, chunk: int, by_compute: bool):
         out_specs=P(AXIS),
     )
 
-    @jax.jit
-    def run(theta, lr, N, B, X, seq_len):
+    @eqx.filter_jit
+    def run(model, N, B, X, seq_len):
         nB, nX = B.shape[0], X.shape[0]
         total = N.shape[0] * nB * nX
         padded = -(-total // num_devices) * num_devices
@@ -221,10 +206,10 @@ def _program(mesh: Mesh, rule: SumRule, chunk: int, by_compute: bool):
         j, k = jnp.divmod(rest, nX)
         n, b, x = (jax.lax.with_sharding_constraint(v, sharding) for v in (N[i], B[j], X[k]))
         if not by_compute:
-            return mapped(theta, lr, n, b, x)
+            return mapped(model, seq_len, n, b, x)
         steps = x / (6 * n * b * seq_len)
         feasible = steps >= 1
-        out = mapped(theta, lr, n, b, jnp.where(feasible, steps, 1))
+        out = mapped(model, seq_len, n, b, jnp.where(feasible, steps, 1))
         return jnp.where(feasible, out, jnp.inf)
 
     return run

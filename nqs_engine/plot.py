@@ -39,13 +39,11 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "nqs_engine.plot needs matplotlib: pip install 'nqs-engine[plot]'"
     ) from exc
 
-from ._params import DEFAULT_LR, NQSParams
+from ._misc import vector
+from ._model import NQS, AbstractNQS, as_model
 from ._plan import Frontier
-from ._risk import risk
+from ._risk._trajectory import trajectory
 from ._schedule import Schedule
-from ._trajectory import trajectory, weight_norm_risk
-
-_VARIANTS = ("plain", "weight-norm")
 
 
 # ---------------------------------------------------------------------------
@@ -54,19 +52,9 @@ _VARIANTS = ("plain", "weight-norm")
 
 
 def _vector(name: str, values: Any, n: int | None = None, positive: bool = True) -> np.ndarray:
-    a = np.asarray(values, dtype=float)
-    if a.ndim == 0:
-        a = a.reshape(1) if n is None else np.full(n, float(a))
-    if a.ndim != 1:
-        raise ValueError(f"{name} must be a 1-D array, got shape {a.shape}")
-    if n is not None and a.shape[0] != n:
-        raise ValueError(f"{name} has {a.shape[0]} entries, expected {n}")
-    bad = ~np.isfinite(a) | ((a <= 0) if positive else False)
-    if np.any(bad):
-        i = int(np.argmax(bad))
-        need = "finite and > 0" if positive else "finite"
-        raise ValueError(f"{name}[{i}] = {float(a[i])!r}: must be {need}")
-    return a
+    check = (lambda v: v > 0) if positive else None
+    return vector(values, name, size=n, broadcast="scalar", check=check,
+                  requirement="must be finite and > 0" if positive else "")
 
 
 def _runs(N, B, K, loss) -> tuple[np.ndarray, ...]:
@@ -77,17 +65,11 @@ def _runs(N, B, K, loss) -> tuple[np.ndarray, ...]:
     return N, B, K, loss
 
 
-def _check_variant(variant: str) -> None:
-    if variant not in _VARIANTS:
-        raise ValueError(f"variant must be one of {_VARIANTS}, got {variant!r}")
-
-
-def _model_loss(params: NQSParams, N, B, K, lr, variant: str) -> np.ndarray:
+def _model_loss(model, N, B, K) -> np.ndarray:
     """The model's loss for flat arrays of constant-schedule runs, in one call."""
-    if variant == "plain":
-        return np.asarray(risk(params, N, B, K, lr=lr).total)
-    K = np.maximum(np.round(K), 1.0)  # the weight-norm stairs need whole steps
-    return np.asarray(weight_norm_risk(params, N, Schedule.constant(K, B), lr=lr).total)
+    if not model.smooth_in_steps:
+        K = np.maximum(np.round(K), 1.0)  # stairs (the weight-norm variant) need whole steps
+    return np.asarray(model(N, B, K).total)
 
 
 def _groups(labels: Any, n: int) -> np.ndarray:
@@ -114,6 +96,11 @@ def _ordered(keys: np.ndarray, level: np.ndarray) -> list:
     """The distinct `keys`, ordered by the geometric mean of `level` over each group."""
     names = list(dict.fromkeys(keys.tolist()))
     return sorted(names, key=lambda k: float(np.mean(np.log(level[keys == k]))))
+
+
+def _name(model) -> str:
+    """How figures name a model: "plain NQS", "weight-norm NQS", "chinchilla", ..."""
+    return f"{model.label} NQS" if isinstance(model, AbstractNQS) else model.label or model.kind
 
 
 def _colors(k: int) -> list:
@@ -221,16 +208,16 @@ def _curves_figure(xs, model, labels, dots, *, xlabel: str, title: str, log_base
 
 
 def isoflop_curves(
-    params: NQSParams,
+    params: Any,
     N: Any,
     B: Any,
     K: Any,
     loss: Any = None,
     *,
     seq_len: float,
-    lr: float = DEFAULT_LR,
+    lr: float | None = None,
     groups: Any = None,
-    variant: str = "plain",
+    variant: str | None = None,
     num_points: int = 80,
 ) -> Figure:
     r"""Loss against model size $N$ at fixed compute, runs and model lines per budget.
@@ -242,9 +229,10 @@ def isoflop_curves(
     marks the model's minimum on each curve, the compute-optimal $N$ at that
     batch rule. Groups with fewer than two distinct $N$ are left out.
 
-    **Arguments:** `params`, `lr`; the runs `N`, `B` (sequences), `K` (steps) and
+    **Arguments:** `params`, a loss model (or `NQSParams` with `lr` and `variant`,
+    "plain" or "weight-norm"); the runs `N`, `B` (sequences), `K` (steps) and
     optionally their measured `loss`; `seq_len` (tokens per sequence);
-    `variant`, the predictor ("plain" or "weight-norm"); `num_points` per line.
+    `num_points` per line.
 
     **Example:**
 
@@ -259,7 +247,7 @@ def isoflop_curves(
     >>> len(fig.axes[0].get_lines())  # a line and a star per budget
     4
     """
-    _check_variant(variant)
+    model = as_model(params, lr, variant)
     N, B, K, loss = _runs(N, B, K, loss)
     seq_len = float(_vector("seq_len", seq_len)[0])
     C = 6.0 * N * B * K * seq_len
@@ -279,26 +267,26 @@ def isoflop_curves(
     if not curves:
         raise ValueError("no isoflop group: every compute level has runs of a single N")
     flat = [np.concatenate([cv[i] for cv in curves]) for i in (3, 4, 5)]
-    model = _model_loss(params, *flat, lr, variant)
+    line = _model_loss(model, *flat)
     labels = [f"C = {_sci(c_level)} FLOPs" if groups is None else f"{key} (C = {_sci(c_level)})"
               for key, c_level, *_ in curves]
     dots = None if loss is None else [(N[cv[2]], loss[cv[2]]) for cv in curves]
     return _curves_figure(
-        [cv[3] for cv in curves], model, labels, dots, xlabel="model size N (parameters)",
-        title=f"Isoflop curves: {variant} NQS (lines, star = optimum)", log_base=10)
+        [cv[3] for cv in curves], line, labels, dots, xlabel="model size N (parameters)",
+        title=f"Isoflop curves: {_name(model)} (lines, star = optimum)", log_base=10)
 
 
 def isotoken_curves(
-    params: NQSParams,
+    params: Any,
     N: Any,
     B: Any,
     K: Any,
     loss: Any = None,
     *,
     seq_len: float,
-    lr: float = DEFAULT_LR,
+    lr: float | None = None,
     groups: Any = None,
-    variant: str = "plain",
+    variant: str | None = None,
     num_points: int = 80,
 ) -> Figure:
     r"""Loss against batch size $B$ at fixed $N$ and tokens $D = B K \ell$.
@@ -320,7 +308,7 @@ def isotoken_curves(
     >>> fig.axes[0].get_xlabel()
     'batch size B (sequences)'
     """
-    _check_variant(variant)
+    model = as_model(params, lr, variant)
     N, B, K, loss = _runs(N, B, K, loss)
     seq_len = float(_vector("seq_len", seq_len)[0])
     D = B * K * seq_len
@@ -344,14 +332,14 @@ def isotoken_curves(
     flat_N = np.concatenate([np.full(cv[4].size, cv[1]) for cv in curves])
     flat_B = np.concatenate([cv[4] for cv in curves])
     flat_K = np.concatenate([cv[5] for cv in curves])
-    model = _model_loss(params, flat_N, flat_B, flat_K, lr, variant)
+    line = _model_loss(model, flat_N, flat_B, flat_K)
     labels = [f"N = {_sci(n_level)}, D = {_sci(d_level)} tokens" if groups is None
               else f"{key}: N = {_sci(n_level)}, D = {_sci(d_level)} tokens"
               for key, n_level, d_level, *_ in curves]
     dots = None if loss is None else [(B[cv[3]], loss[cv[3]]) for cv in curves]
     return _curves_figure(
-        [cv[4] for cv in curves], model, labels, dots, xlabel="batch size B (sequences)",
-        title=f"Isotoken curves: {variant} NQS (lines, star = best B)", log_base=2)
+        [cv[4] for cv in curves], line, labels, dots, xlabel="batch size B (sequences)",
+        title=f"Isotoken curves: {_name(model)} (lines, star = best B)", log_base=2)
 
 
 # ---------------------------------------------------------------------------
@@ -360,20 +348,21 @@ def isotoken_curves(
 
 
 def loss_decomposition(
-    params: NQSParams,
+    params: Any,
     N: float,
     B: float,
     K: float,
     *,
-    lr: float = DEFAULT_LR,
+    lr: float | None = None,
     num_points: int = 200,
 ) -> Figure:
-    r"""The terms of the risk against steps $k \le K$ at model size $N$ and batch $B$.
+    r"""The terms of a model's loss against steps $k \le K$ at model size $N$ and batch $B$.
 
-    $L(k) = \varepsilon_{irr} + \tfrac12 P\,\zeta(p, N+1)$ (approximation: the
-    directions the model lacks) $+$ bias$(k)$ (the signal not yet learnt, which
+    For the NQS: $L(k) = \varepsilon_{irr} + \tfrac12 P\,\zeta(p, N+1)$ (approximation:
+    the directions the model lacks) $+$ bias$(k)$ (the signal not yet learnt, which
     falls with $k$) $+$ variance$(k)$ (the gradient noise, which grows to a
-    plateau set by $\gamma/B$), on log-log axes; constant schedule.
+    plateau set by $\gamma/B$), on log-log axes; constant schedule. Any other
+    loss model draws its own terms. `params`: a loss model, or `NQSParams` with `lr`.
 
     **Example:**
 
@@ -384,25 +373,29 @@ def loss_decomposition(
     >>> sorted(t.get_text() for t in fig.axes[0].get_legend().get_texts())[:2]
     ['approximation', 'bias']
     """
+    model = as_model(params, lr)
     N, B, K = (float(_vector(name, v)[0]) for name, v in (("N", N), ("B", B), ("K", K)))
     k = np.unique(np.round(np.geomspace(1.0, K, num_points)))
-    out = risk(params, N, B, k, lr=lr)
-    terms = {name: np.broadcast_to(np.asarray(getattr(out, name)), k.shape)
-             for name in ("total", "irreducible", "approximation", "bias", "variance")}
+    out = model(N, B, k)
+    terms = {name: np.broadcast_to(np.asarray(v), k.shape)
+             for name, v in {"total": out.total, **out.terms()}.items()}
     fig = Figure(figsize=(7.5, 5), layout="constrained")
     ax = fig.subplots()
     styles = {"total": dict(color="k", lw=2.2), "irreducible": dict(color="0.55", ls=":"),
               "approximation": dict(color="tab:green", ls="--"), "bias": dict(color="tab:blue"),
               "variance": dict(color="tab:red")}
-    for name, style in styles.items():
-        ax.plot(k, terms[name], label=name, **style)
+    others = iter(_colors(len(terms)))
+    for name, values in terms.items():
+        style = styles.get(name) or dict(color=next(others))
+        ax.plot(k, values, label=name, **style)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("steps k")
     ax.set_ylabel("loss term (nats/token)")
-    ax.set_title(f"Loss decomposition: N = {_sci(N)}, B = {B:g}, lr = {lr:g}\n"
-                 f"at K = {K:.3g}: bias {terms['bias'][-1]:.3g}, variance "
-                 f"{terms['variance'][-1]:.3g}, approximation {terms['approximation'][-1]:.3g}")
+    final = ", ".join(f"{name} {values[-1]:.3g}" for name, values in terms.items()
+                      if name != "total")
+    ax.set_title(f"Loss decomposition ({_name(model)}): N = {_sci(N)}, B = {B:g}\n"
+                 f"at K = {K:.3g}: {final}")
     ax.legend(fontsize=9)
     ax.grid(alpha=0.3, which="both")
     return fig
@@ -422,17 +415,18 @@ def _stack(schedules: Sequence[Schedule]) -> Schedule:
 
 
 def trajectories(
-    params: NQSParams,
+    params: Any,
     N: float,
     schedules: Mapping[str, Schedule],
     *,
-    lr: float = DEFAULT_LR,
+    lr: float | None = None,
     num_points: int = 200,
 ) -> Figure:
     r"""The loss curve $L(k)$ under each named schedule (top), and each schedule (below).
 
     All schedules must run the same number of steps $K$; their curves come from
-    one batched [`nqs_engine.trajectory`][] call at `num_points` checkpoints. The
+    one batched [`nqs_engine.trajectory`][] call at `num_points` checkpoints
+    (`params`: an NQS model, or `NQSParams` with `lr`). The
     lower panels draw each schedule's step-size multiplier and batch size. The
     legend gives the final loss.
 
@@ -447,6 +441,10 @@ def trajectories(
     >>> len(fig.axes)
     3
     """
+    model = as_model(params, lr)
+    if not isinstance(model, NQS):
+        raise ValueError(f"trajectories draws the plain NQS's loss curves; got a "
+                         f"{type(model).__name__}")
     if not isinstance(schedules, Mapping) or not schedules:
         raise ValueError("schedules must be a non-empty mapping of name -> Schedule")
     for name, s in schedules.items():
@@ -460,8 +458,8 @@ def trajectories(
     names = list(schedules)
     checkpoints = np.unique(np.round(np.linspace(0.0, K, num_points)))
     checkpoints = checkpoints[checkpoints >= 1]
-    curves = np.asarray(trajectory(params, N, _stack([schedules[n] for n in names]),
-                                   checkpoints, lr=lr).total)
+    curves = np.asarray(trajectory(model.params, N, _stack([schedules[n] for n in names]),
+                                   checkpoints, lr=model.lr).total)
     fig = Figure(figsize=(8, 7), layout="constrained")
     ax, ax_lr, ax_b = fig.subplots(3, 1, sharex=True, height_ratios=[3, 1, 1])
     for name, curve, color in zip(names, curves, _colors(len(names))):
@@ -474,7 +472,8 @@ def trajectories(
     hi = float(np.max(curves[:, curves.shape[1] // 10]))
     ax.set_ylim(lo - 0.05 * (hi - lo), hi)
     ax.set_ylabel("loss (nats/token)")
-    ax.set_title(f"Loss under schedules: N = {_sci(N)}, K = {K:.0f} steps, peak lr = {lr:g}")
+    ax.set_title(f"Loss under schedules: N = {_sci(N)}, K = {K:.0f} steps, "
+                 f"peak lr = {float(np.asarray(model.lr)):g}")
     ax.legend(fontsize=9)
     ax.grid(alpha=0.3)
     ax_lr.set_ylabel("lr multiplier")

@@ -13,10 +13,11 @@ import scipy.special
 from hypothesis import given, settings
 from jax.test_util import check_grads
 
-import nqs_engine._chinchilla as ch
+import nqs_engine as ch  # Chinchilla: the model, its presets, fit and bootstrap
+from nqs_engine._model._chinchilla import CHINCHILLA_PARAM_NAMES, DEFAULT_SCREEN
 from helpers import DATA, REASON_NO_DATA, log_uniform
 
-NAMES = ch.CHINCHILLA_PARAM_NAMES
+NAMES = CHINCHILLA_PARAM_NAMES
 HOFFMANN = dict(E=1.69, A=406.4, B=410.7, alpha=0.34, beta=0.28)
 EPOCH = dict(E=1.8169, A=482.01, B=2085.43, alpha=0.3478, beta=0.3658)
 # Epoch AI's 95% bootstrap intervals (../shared/data/README.md).
@@ -176,7 +177,8 @@ def test_compute_optimal_first_order_condition(E, A, B, alpha, beta, C):
 
 def test_fit_recovers_noiseless_parameters(noiseless_fit):
     fit, _ = noiseless_fit
-    assert fit.converged and fit.loss == "huber" and fit.num_starts == ch.DEFAULT_SCREEN
+    assert fit.converged and fit.loss == "huber" and fit.num_refined == DEFAULT_SCREEN
+    assert fit.num_starts == 5400  # the grid, screened
     assert fit.objective < 1e-15 and np.max(np.abs(fit.residuals)) < 1e-8
     got = as_dict(fit.params)
     for name in NAMES:
@@ -186,8 +188,8 @@ def test_fit_recovers_noiseless_parameters(noiseless_fit):
     D = np.array([7e9, 5e10, 1.4e12, 2e13])
     pred = np.asarray(ch.chinchilla_loss(fit.params, N, D))
     assert np.all(rel(pred, direct_loss(HOFFMANN, N, D)) < 1e-3)
-    assert fit.start_values.shape == (fit.num_starts,)
-    assert fit.start_params.shape == (fit.num_starts,)
+    assert fit.start_values.shape == (fit.num_refined,)
+    assert fit.start_params.shape == (fit.num_refined,)
 
 
 def test_fit_is_deterministic(noiseless_fit):
@@ -208,7 +210,7 @@ def test_fit_mse_objective_user_starts_and_progress():
     calls = []
     fit = ch.fit_chinchilla(N_GRID, D_GRID, L, objective="mse", starts=starts,
                             progress=lambda done, total, values: calls.append(values.shape))
-    assert fit.loss == "mse" and fit.num_starts == 2 and fit.converged
+    assert fit.loss == "mse" and fit.num_refined == 2 and fit.converged
     assert calls and calls[0] == (2,)
     for name in NAMES:
         assert rel(float(getattr(fit.params, name)), HOFFMANN[name]) < 1e-3
@@ -269,7 +271,7 @@ def test_epoch_data_fit():
         (dict(loss=[3.0, 2.9, np.nan, 2.8, 2.7, 2.6]), r"loss\[2\] = nan must be finite"),
         (dict(N=[1e8, 0.5, 1e9, 3e9, 1e10, 3e10]), r"N\[1\] = 0.5 must be finite and >= 1"),
         (dict(D=[1e9, 1e10, 1e11, 1e9, np.inf, 1e11]), r"D\[4\] = inf must be finite"),
-        (dict(D=[1e9, 1e10, 1e11]), r"D has 3 entries but N has 6"),
+        (dict(D=[1e9, 1e10, 1e11]), r"D must have 6 entries, got 3"),
         (dict(N=[[1e8, 1e9]] * 3), r"N must be a 1-D array"),
         (dict(weights=[1, 1, 1, -2, 1, 1]), r"weights\[3\] = -2 must be finite and >= 0"),
         (dict(weights=[0.0] * 6), r"weights must have a positive sum"),

@@ -26,9 +26,19 @@ import numpy as np
 import pytest
 
 import nqs_engine as nqs
-from nqs_engine import _cli
-from nqs_engine._cli import main
-from nqs_engine._io import CsvColumns, InputError, RUN_COLUMNS, atomic_output, write_json
+from nqs_engine._io import CsvColumns, InputError, atomic_output, read_json, write_json
+from nqs_engine._model import _nqs as engine  # where the NQS models call risk & co
+from nqs_engine._schedule import ScheduleSpec, parse_schedule
+from nqs_engine.cli import _trajectory as trajectory_command
+from nqs_engine.cli import main
+from nqs_engine.cli._common import Progress, runtime_message
+from nqs_engine.cli._main import COMMANDS, command_module
+from nqs_engine.cli._predict import RUN_COLUMNS
+
+
+def load_schedule_file(path):
+    """A schedule file, as `--schedule-file` reads it."""
+    return ScheduleSpec.from_segments(read_json(path), path)
 
 TERMS = ["prediction", "irreducible", "approximation", "bias", "variance"]
 FIELDS = {"prediction": "total"}
@@ -180,13 +190,13 @@ def test_chunks_match_reference(tmp_path, monkeypatch):
     ]
     runs = write_csv(tmp_path / "runs.csv", ["N", "B", "K", "i"], rows)
     shapes = []
-    real_risk = _cli.risk
+    real_risk = engine.risk
 
-    def spy(params, N, B, K, lr):
+    def spy(params, N, B, K, **kwargs):
         shapes.append(np.shape(N))
-        return real_risk(params, N, B, K, lr=lr)
+        return real_risk(params, N, B, K, **kwargs)
 
-    monkeypatch.setattr(_cli, "risk", spy)
+    monkeypatch.setattr(engine, "risk", spy)
     out = tmp_path / "pred.csv"
     args = ["predict", runs, "--params", "pythia-owt2", "--out", str(out), "--chunk-rows", "64"]
     assert main(args) == 0
@@ -230,8 +240,9 @@ def no_compute(monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError("the engine was called before the input was validated")
 
-    for name in ("risk", "schedule_risk", "weight_norm_risk", "trajectory"):
-        monkeypatch.setattr(_cli, name, forbidden)
+    for name in ("risk", "schedule_risk", "weight_norm_risk"):
+        monkeypatch.setattr(engine, name, forbidden)
+    monkeypatch.setattr(trajectory_command, "trajectory", forbidden)
 
 
 CSV_ERRORS = [
@@ -361,12 +372,12 @@ def test_failure_while_computing_leaves_no_output(tmp_path, capsys, monkeypatch)
     """A chunk failing after others were written: the output is not created."""
     calls = []
 
-    def fake_risk(params, N, B, K, lr):
+    def fake_risk(params, N, B, K, **kwargs):
         calls.append(len(N))
         total = np.where(np.arange(len(N)) == 1, np.nan, 1.0) if len(calls) == 2 else N * 0 + 1
         return nqs.RiskBreakdown(total, total, total, total, total)
 
-    monkeypatch.setattr(_cli, "risk", fake_risk)
+    monkeypatch.setattr(engine, "risk", fake_risk)
     runs, out = runs_file(tmp_path), tmp_path / "pred.csv"
     args = ["predict", runs, "--params", "pythia-owt2", "--out", str(out), "--chunk-rows", "2"]
     line = run_error(capsys, args)
@@ -379,7 +390,7 @@ def test_keyboard_interrupt_leaves_no_output(tmp_path, capsys, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(_cli, "risk", interrupted)
+    monkeypatch.setattr(engine, "risk", interrupted)
     runs, out = runs_file(tmp_path), tmp_path / "pred.csv"
     out.write_text("precious\n")
     assert main(["predict", runs, "--params", "pythia-owt2", "--out", str(out)]) == 130
@@ -392,7 +403,7 @@ def test_internal_error_is_one_line(tmp_path, capsys, monkeypatch):
     def broken(*args, **kwargs):
         raise TypeError("boom")
 
-    monkeypatch.setattr(_cli, "risk", broken)
+    monkeypatch.setattr(engine, "risk", broken)
     monkeypatch.delenv("NQS_ENGINE_DEBUG", raising=False)
     runs, out = runs_file(tmp_path), tmp_path / "pred.csv"
     code = main(["predict", runs, "--params", "pythia-owt2", "--out", str(out)])
@@ -427,13 +438,13 @@ def test_help_describes_formats(capsys):
         assert part in out, part
 
 
-@pytest.mark.parametrize("name", [c.name for c in _cli.COMMANDS])
+@pytest.mark.parametrize("name", list(COMMANDS))
 def test_every_command_has_complete_help_and_one_line_usage_errors(capsys, name):
     assert main([name, "--help"]) == 0
     out = capsys.readouterr().out
-    command = next(c for c in _cli.COMMANDS if c.name == name)
     assert out.startswith(f"usage: nqs-engine {name}")
-    assert command.description.split("\n")[0] in out  # the description, not just options
+    description = command_module(name).DESCRIPTION
+    assert description.split("\n")[0] in out  # the description, not just options
     assert "--out" in out  # every command writes files named by --out
     assert main([name, "--no-such-flag"]) == 2
     err = capsys.readouterr().err.splitlines()
@@ -447,13 +458,13 @@ def test_every_command_has_complete_help_and_one_line_usage_errors(capsys, name)
 def test_subprocess_help_and_error(tmp_path):
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     done = subprocess.run(
-        [sys.executable, "-m", "nqs_engine._cli", "predict", "--help"],
+        [sys.executable, "-m", "nqs_engine.cli", "predict", "--help"],
         capture_output=True, text=True, env=env, timeout=120,
     )
     assert done.returncode == 0, done.stderr
     assert "usage: nqs-engine predict" in done.stdout and "RUNS.csv" in done.stdout
     done = subprocess.run(
-        [sys.executable, "-m", "nqs_engine._cli", "predict", str(tmp_path / "none.csv"),
+        [sys.executable, "-m", "nqs_engine.cli", "predict", str(tmp_path / "none.csv"),
          "--params", "pythia-owt2", "--out", str(tmp_path / "o.csv")],
         capture_output=True, text=True, env=env, timeout=120,
     )
@@ -471,20 +482,20 @@ def test_runtime_error_message_is_one_line():
     bad = nqs.NQSParams(**dict(THETA, q=0.01))
     with pytest.raises(eqx.EquinoxRuntimeError) as info:
         nqs.risk(bad, np.full(BLOCK, 1e6), 1.0, 1.0)  # predict's shape: compiled already
-    message = _cli._runtime_message(info.value)
+    message = runtime_message(info.value)
     assert message.startswith("q is too small") and "\n" not in message
 
 
 def test_progress_bar_draws_and_ends_line():
     stream = io.StringIO()
-    bar = _cli._Progress("work", enabled=True, stream=stream)
+    bar = Progress("work", enabled=True, stream=stream)
     bar.show(0.5, "5/10 rows", force=True)
     bar.close()
     text = stream.getvalue()
     assert text.startswith("\rwork [") and "50.0%" in text and "5/10 rows" in text
     assert text.endswith("\n")
     quiet = io.StringIO()
-    bar = _cli._Progress("work", enabled=False, stream=quiet)
+    bar = Progress("work", enabled=False, stream=quiet)
     bar.show(0.5, "x", force=True)
     bar.close()
     assert quiet.getvalue() == ""
@@ -551,7 +562,7 @@ def schedule_lists(sched):
 
 @pytest.mark.parametrize("text, make", SPECS, ids=[t for t, _ in SPECS])
 def test_spec_builds_the_library_schedule(text, make):
-    spec = _cli.parse_schedule(text)
+    spec = parse_schedule(text)
     K, B = (np.array(v) for v in zip(*K_B))
     built = spec.build(K, B)  # vectorized over the rows
     assert built.lr.shape == (len(K_B), spec.num_segments)
@@ -563,7 +574,7 @@ def test_spec_builds_the_library_schedule(text, make):
 
 
 def test_combined_spec_cuts_at_both_and_multiplies():
-    spec = _cli.parse_schedule("step:0.5=0.1,0.75=0.01+batch:0.6=2")
+    spec = parse_schedule("step:0.5=0.1,0.75=0.01+batch:0.6=2")
     assert spec.num_segments == 4
     got = schedule_lists(spec.build(1000.0, 32.0))
     assert got == [[1.0, 0.1, 0.1, 0.01], [32.0, 32.0, 64.0, 64.0], [500.0, 100.0, 150.0, 250.0]]
@@ -574,10 +585,10 @@ def test_combined_spec_cuts_at_both_and_multiplies():
     )
     assert schedule_lists(per_step) == got
     # A '+' inside a number is not a separator; cuts at the same step leave an empty piece.
-    spec = _cli.parse_schedule("step:0.5=1e+0+batch:0.5=2")
+    spec = parse_schedule("step:0.5=1e+0+batch:0.5=2")
     got = schedule_lists(spec.build(10.0, 1.0))
     assert got == [[1.0, 1.0, 1.0], [1.0, 1.0, 2.0], [5.0, 0.0, 5.0]]
-    assert _cli.parse_schedule("step:0.5=1.5+step:0.2=0.5").peak == 1.5
+    assert parse_schedule("step:0.5=1.5+step:0.2=0.5").peak == 1.5
 
 
 SPEC_ERRORS = [
@@ -617,8 +628,8 @@ SPEC_ERRORS = [
 
 @pytest.mark.parametrize("text, expected", SPEC_ERRORS, ids=[t or "empty" for t, _ in SPEC_ERRORS])
 def test_spec_errors_say_what_was_expected(text, expected):
-    with pytest.raises(InputError) as info:
-        _cli.parse_schedule(text)
+    with pytest.raises(ValueError) as info:
+        parse_schedule(text)
     message = str(info.value)
     assert message.startswith(f"schedule {text!r}: ") and "\n" not in message
     for part in expected:
@@ -635,7 +646,7 @@ def test_schedule_file_relative_and_exact(tmp_path):
     path = schedule_file(
         tmp_path, {"lr": [1, 0.3, 0.1], "batch": [1, 2, 4], "steps": [0.5, 0.3, 0.2]}
     )
-    spec = _cli.load_schedule_file(path)
+    spec = load_schedule_file(path)
     assert spec.num_segments == 3 and spec.peak == 1.0
     got = schedule_lists(spec.build(np.array([1000.0, 7.0]), np.array([8.0, 1.0])))
     assert got == [[[1.0, 0.3, 0.1]] * 2, [[8.0, 16.0, 32.0], [1.0, 2.0, 4.0]],
@@ -643,7 +654,7 @@ def test_schedule_file_relative_and_exact(tmp_path):
     # Steps adding up to K reproduce the segments exactly (no rounding drift).
     steps = [1234, 4321, 7, 4438]
     path = schedule_file(tmp_path, {"lr": [1, 0.5, 0.25, 0.1], "steps": steps}, "abs.json")
-    built = _cli.load_schedule_file(path).build(float(sum(steps)), 256.0)
+    built = load_schedule_file(path).build(float(sum(steps)), 256.0)
     assert schedule_lists(built)[2] == steps and schedule_lists(built)[1] == [256.0] * 4
 
 
@@ -666,8 +677,8 @@ FILE_ERRORS = [
 @pytest.mark.parametrize("data, expected", FILE_ERRORS)
 def test_schedule_file_errors(tmp_path, data, expected):
     path = schedule_file(tmp_path, data)
-    with pytest.raises(InputError) as info:
-        _cli.load_schedule_file(path)
+    with pytest.raises(ValueError) as info:
+        load_schedule_file(path)
     message = str(info.value)
     assert message.startswith(path) and "\n" not in message
     for part in expected:
@@ -721,13 +732,13 @@ def engine_calls(monkeypatch):
     """Record the segment shapes of every schedule_risk / weight_norm_risk call."""
     calls = []
     for name in ("schedule_risk", "weight_norm_risk"):
-        real = getattr(_cli, name)
+        real = getattr(engine, name)
 
         def spy(params, N, schedule, *, _real=real, _name=name, **kwargs):
             calls.append((_name, np.shape(N), schedule.broadcast().lr.shape))
             return _real(params, N, schedule, **kwargs)
 
-        monkeypatch.setattr(_cli, name, spy)
+        monkeypatch.setattr(engine, name, spy)
     return calls
 
 
@@ -828,7 +839,7 @@ def test_weight_norm_variant_matches_library(tmp_path, engine_calls, with_init):
 
 def test_plain_variant_carries_init_sq_norm_through(tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr(_cli, "risk", lambda params, N, B, K, lr: calls.append(1) or
+    monkeypatch.setattr(engine, "risk", lambda params, N, B, K, **kw: calls.append(1) or
                         nqs.RiskBreakdown(*(N * 0 + 1.0,) * 5))
     runs = write_csv(tmp_path / "runs.csv", ["N", "B", "K", "init_sq_norm"], [(1e8, 256, 10, "x")])
     out = tmp_path / "pred.csv"

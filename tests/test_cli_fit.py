@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import nqs_engine as nqs
-from nqs_engine._chinchilla import ChinchillaParams, chinchilla_loss
-from nqs_engine._cli import main
+from nqs_engine import ChinchillaParams, chinchilla_loss
+from nqs_engine.cli import main
 
 TRUTH, LR = nqs.preset("pythia-owt2")
 # 20 rows and 16 refined starts, as in test_fit.py: the compiled programs are shared.
@@ -81,9 +81,9 @@ def test_chinchilla_fit_and_predict(tmp_path):
     "rows, args, message",
     [
         ([[1e6, 64, 1000, -2.0]], [], r"row 1, column 'loss'.*must be > 0"),
-        ([[1e6, 64, 1000, 3.0]] * 10, [], "same model size"),
-        ([[1e6, 64, 1000, 3.0], [1e7, 64, 1000, 2.9]], [], "too few runs"),
-        ([[1e6, 64, 1000, 3.0]], ["--starts", "0"], "--starts must be a positive"),
+        ([[1e6, 64, 1000, 3.0]] * 10, [], "same number of tokens"),
+        ([[1e6, 64, 1000, 3.0], [1e7, 64, 1000, 2.9]], [], "too few observations"),
+        ([[1e6, 64, 1000, 3.0]], ["--starts", "0"], "--starts: expected a positive integer"),
     ],
 )
 def test_fit_errors_are_one_line(tmp_path, capsys, rows, args, message):

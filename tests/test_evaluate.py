@@ -1,4 +1,4 @@
-"""Tests of nqs_engine._evaluate: metrics, groups, table and the compute-gap protocol."""
+"""Tests of nqs_engine._metrics: metrics, groups, table and the compute-gap protocol."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis.extra import numpy as hnp
 
-from nqs_engine._evaluate import (
+from nqs_engine._metrics import (
     GAP_NAMES,
     METRIC_NAMES,
     compute_gap,
@@ -232,7 +232,7 @@ def test_grouped_metrics_without_groups():
 
 def test_grouped_metrics_errors():
     y, preds, groups = _grouped_data(n=10)
-    with pytest.raises(ValueError, match=r"predictions\['nqs'\] must have length 10, got 9"):
+    with pytest.raises(ValueError, match=r"predictions\['nqs'\] must have 10 entries, got 9"):
         grouped_metrics(y, {"nqs": preds["nqs"][:-1]})
     bad = preds["nqs"].copy()
     bad[4] = -1.0
@@ -366,11 +366,11 @@ def test_compute_gap_errors():
         compute_gap(C, y, [1e20, -1.0], ok)
     with pytest.raises(ValueError, match="at least one threshold"):
         compute_gap(C, y, [], ok)
-    with pytest.raises(ValueError, match="y must have length 10, got 9"):
+    with pytest.raises(ValueError, match="y must have 10 entries, got 9"):
         compute_gap(C, y[:-1], [1e20], ok)
     with pytest.raises(ValueError, match=r"C\[0\] = 0\.0"):
         compute_gap(np.r_[0.0, C[1:]], y, [1e20], ok)
-    with pytest.raises(ValueError, match=r"at C0=1e\+20\['m'\] must have length"):
+    with pytest.raises(ValueError, match=r"at C0=1e\+20\['m'\] must have \d+ entries"):
         compute_gap(C, y, [1e20], lambda tr, te: {"m": np.ones(3 + int(te.sum()))})
     with pytest.raises(ValueError, match=r"at C0=1e\+20\['m'\]\[0\] = nan"):
         compute_gap(C, y, [1e20], lambda tr, te: {"m": np.full(int(te.sum()), np.nan)})

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import nqs_engine as nqs
-from nqs_engine._fit import FIT_RULE, _fit_data, _objective, _pointwise
+from nqs_engine._fit._fit import objective, pointwise, prepare_fit
 
 from helpers import DATA, REASON_NO_DATA
 
@@ -143,13 +143,15 @@ def test_weight_norm_objective_uses_the_weight_norm_predictor():
     N, B, K = _design()
     y = np.asarray(nqs.risk(TRUTH, N, B, K, lr=LR).total)
     runs = nqs.Runs.from_arrays(N, B, K, y)
-    data = _fit_data(runs, "weight-norm", "huber", 1e-3, LR, FIT_RULE)
+    setup = prepare_fit(runs, nqs.WeightNormNQS(TRUTH, lr=LR), loss="huber")
     theta = np.array([float(getattr(TRUTH, n)) for n in nqs.PARAM_NAMES])
-    u = jnp.asarray(data.transform.inverse(theta))
-    np.testing.assert_allclose(data.transform.params(u), theta, rtol=1e-12)
+    u = jnp.asarray(setup.space.to_flat(setup.template))
+    back = setup.space.to_model(u).params
+    np.testing.assert_allclose([float(getattr(back, n)) for n in nqs.PARAM_NAMES], theta,
+                               rtol=1e-12)
     pred = nqs.predict_runs(TRUTH, runs, lr=LR, variant="weight-norm")
-    expected = np.sum(_pointwise(jnp.log(y / np.asarray(pred)), "huber", 1e-3))
-    np.testing.assert_allclose(_objective(u, data), expected, rtol=1e-9)
+    expected = np.sum(pointwise(jnp.log(y / np.asarray(pred)), "huber", 1e-3))
+    np.testing.assert_allclose(objective(u, setup.data), expected, rtol=1e-9)
 
 
 @pytest.mark.skipif(not os.environ.get("NQS_SLOW_TESTS"), reason="slow (~100 s): set NQS_SLOW_TESTS=1")
@@ -165,17 +167,19 @@ def test_weight_norm_fit_reports_weight_norm_objective():
 
 def test_huber_objective_is_huber():
     e = jnp.array([0.0, 5e-4, -1e-3, 3e-3, -0.1])
-    got = _pointwise(e, "huber", 1e-3)
+    got = pointwise(e, "huber", 1e-3)
     want = np.where(np.abs(e) <= 1e-3, 0.5 * e**2, 1e-3 * (np.abs(e) - 5e-4))
     np.testing.assert_allclose(got, want, rtol=1e-15)
-    np.testing.assert_allclose(_pointwise(e, "mse", 1e-3), 0.5 * e**2)
+    np.testing.assert_allclose(pointwise(e, "mse", 1e-3), 0.5 * e**2)
 
 
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        (dict(N=[1e6] * 10, B=64, K=1000, loss=np.linspace(3, 4, 10)), "one|same model size"),
-        (dict(N=np.geomspace(1e6, 1e8, 5), B=64, K=1000, loss=np.linspace(3, 4, 5)), "too few runs"),
+        (dict(N=np.geomspace(1e6, 1e8, 5), B=64, K=1000, loss=np.linspace(3, 4, 5)),
+         "too few observations"),
+        (dict(N=np.geomspace(1e6, 1e8, 9), B=64, K=1000, loss=np.linspace(3, 4, 9)),
+         "every run sees the same number of tokens"),
     ],
 )
 def test_degenerate_designs_are_refused(kwargs, message):
@@ -190,7 +194,7 @@ def test_degenerate_designs_are_refused(kwargs, message):
         (dict(N=[1e6, 0.5], B=64, K=1000, loss=[3.0, 3.0]), r"N\[1\] = 0.5 must be >= 1"),
         (dict(N=[1e6, 1e7], B=[64, 0], K=1000, loss=[3.0, 3.0]), r"B\[1\] = 0 must be > 0"),
         (dict(N=[1e6, 1e7], B=64, K=1000, loss=[3.0, 3.0], step=[10, 2000]), r"step\[1\] = 2000"),
-        (dict(N=[1e6, 1e7], B=64, loss=[3.0, 3.0]), "either B and K"),
+        (dict(N=[1e6, 1e7], B=64, loss=[3.0, 3.0]), "both B and K"),
         (dict(N=[1e6, 1e7], B=64, K=1000, loss=[3.0, 3.0, 1.0]), "loss must have shape"),
     ],
 )

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import nqs_engine as nqs
-from nqs_engine._cli import main
+from nqs_engine.cli import main
 
 PARAMS, LR = nqs.preset("pythia-owt2")
 SEQ = 128.0
@@ -292,10 +292,16 @@ def test_cli_plan_errors(tmp_path, capsys, argv, words):
     assert not out.exists()
 
 
-def test_cli_plan_rejects_chinchilla_params(tmp_path, capsys):
+def test_cli_plan_takes_any_loss_model(tmp_path, capsys):
+    """Chinchilla parameters plan too: its compute-optimal N, and B is its only free choice."""
     ch = tmp_path / "ch.json"
     ch.write_text(json.dumps({"model": "chinchilla", "E": 2.0, "A": 200.0, "B": 400.0,
                               "alpha": 0.3, "beta": 0.3}))
-    assert main(["plan", "--params", str(ch), "--compute", "1e19"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "plan needs NQS parameters" in err[0]
+    out = tmp_path / "plan.json"
+    assert main(["plan", "--params", str(ch), "--compute", "1e19", "--method", "grid",
+                 "--out", str(out), "--no-progress"]) == 0
+    got = json.loads(out.read_text())
+    params = nqs.ChinchillaParams(E=2.0, A=200.0, B=400.0, alpha=0.3, beta=0.3)
+    n_opt, _ = nqs.chinchilla_compute_optimal(params, 1e19)
+    assert abs(np.log(got["N"] / float(n_opt))) < 0.05  # the grid lands on Chinchilla's optimum
+    assert "chinchilla model" in capsys.readouterr().out

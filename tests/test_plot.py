@@ -20,8 +20,8 @@ pytest.importorskip("matplotlib", reason="the figures need matplotlib (the plot 
 
 import nqs_engine as nqs  # noqa: E402
 from nqs_engine import plot  # noqa: E402
-from nqs_engine._cli import main  # noqa: E402
-from nqs_engine._cli_plot import make_figures  # noqa: E402
+from nqs_engine.cli import main  # noqa: E402
+from nqs_engine.cli._plot import make_figures  # noqa: E402
 
 PARAMS, LR = nqs.preset("pythia-owt2")
 SEQ = 128
@@ -162,8 +162,8 @@ def test_frontier_plot_draws_the_plans_and_chinchilla():
 @pytest.mark.parametrize(
     "call, match",
     [
-        (lambda: plot.actual_vs_predicted([1.0, 2.0], [1.0]), "predicted has 1 entries"),
-        (lambda: plot.actual_vs_predicted([1.0, -2.0], [1.0, 2.0]), r"actual\[1\] = -2.0"),
+        (lambda: plot.actual_vs_predicted([1.0, 2.0], [1.0]), "predicted must have 2 entries, got 1"),
+        (lambda: plot.actual_vs_predicted([1.0, -2.0], [1.0, 2.0]), r"actual\[1\] = -2 must be finite and > 0"),
         (lambda: plot.isoflop_curves(PARAMS, [1e7, 2e7], [8, 8], [10, np.nan], seq_len=SEQ),
          r"K\[1\] = nan"),
         (lambda: plot.isoflop_curves(PARAMS, [1e7, 1e7], [8, 8], [10, 20], seq_len=SEQ),
@@ -178,7 +178,7 @@ def test_frontier_plot_draws_the_plans_and_chinchilla():
                                                  "b": nqs.Schedule.constant(20, 8)}),
          "same number of steps"),
         (lambda: plot.trajectories(PARAMS, 1e7, {}), "non-empty mapping"),
-        (lambda: plot.loss_decomposition(PARAMS, 0.0, 8, 10), r"N\[0\] = 0.0"),
+        (lambda: plot.loss_decomposition(PARAMS, 0.0, 8, 10), r"N\[0\] = 0 must be finite and > 0"),
     ],
 )
 def test_bad_input_is_named(call, match):
@@ -257,7 +257,7 @@ def test_plot_command_skips_or_refuses_figures_the_runs_cannot_make(tmp_path, ca
 
 def test_make_figures_reports_progress_and_notes():
     calls, notes = [], []
-    figures = make_figures(["actual"], set(), PARAMS, LR, SEQ, "plain", None, (1e7, 64, 1e3),
+    figures = make_figures(["actual"], set(), nqs.NQS(PARAMS, lr=LR), SEQ, None, (1e7, 64, 1e3),
                            np.array([1e18]), None, notes.append,
                            progress=lambda i, n, name: calls.append((i, n, name)))
     assert figures == {}

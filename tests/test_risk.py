@@ -245,16 +245,16 @@ def test_no_retrace_when_values_change():
 
 def test_nearby_sizes_share_one_compiled_program(monkeypatch):
     """Calls with 5, 6 and 7 configurations pad to 8 rows and trace the sums once per term."""
-    from nqs_engine import _risk
+    from nqs_engine._risk import _risk
 
     traced = []
-    original = _risk._config_sum
+    original = _risk.config_sum
 
     def counting(*args, **kwargs):
         traced.append(args[6])  # the term
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(_risk, "_config_sum", counting)
+    monkeypatch.setattr(_risk, "config_sum", counting)
     params, lr = nqs.preset("pythia-owt2")
     rule = nqs.SumRule(head=29)  # a static structure no other test compiles
     grids = [np.geomspace(1e6, 1e9, n) for n in (5, 6, 7)]

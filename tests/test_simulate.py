@@ -202,7 +202,7 @@ _GOOD = dict(p=1.5, q=1.0, P=2.0, Q=1.0, e_irr=0.5, R=1.0, r=1.0)
         (dict(K=10.0), "K .* non-negative Python int"),
         (dict(num_seeds=1), "num_seeds"),
         (dict(B=0.0), "batch sizes must be > 0"),
-        (dict(B=float("nan")), "B must be finite"),
+        (dict(B=float("nan")), r"B\[0\] = nan must be finite"),
         (dict(lr=2.0), "lr \\* Q = 2 >= 2"),
         (dict(lr=-0.1), "step size lr"),
         (dict(params=dict(_GOOD, p=0.9)), "parameter p"),

@@ -17,10 +17,12 @@ import numpy as np
 import pytest
 
 import nqs_engine as nqs
-from nqs_engine._cli_sweep import add_sweep_arguments, parse_axis, run_sweep
-from nqs_engine._evaluator import PLAN_RULE
+from nqs_engine import PLAN_RULE, sweep
 from nqs_engine._io import InputError
-from nqs_engine._sweep import _program, sweep
+from nqs_engine._sweep import _program
+from nqs_engine.cli._sweep import add_arguments as add_sweep_arguments
+from nqs_engine.cli._sweep import parse_axis
+from nqs_engine.cli._sweep import run as run_sweep
 
 PARAMS, LR = nqs.preset("pythia-owt2")
 N = np.array([1e7, 1e8, 1e9])
@@ -48,11 +50,11 @@ def test_sweep_equals_risk_on_the_grid(rule):
 
 def test_second_sweep_of_the_same_shape_does_not_recompile():
     mesh = jax.sharding.Mesh(np.array(jax.local_devices()), ("d",))
-    program = _program(mesh, PLAN_RULE, 2048, False)
+    program = _program(mesh, 2048, False)
     first = sweep(PARAMS, N, B, K, lr=LR)
-    size = program._cache_size()
+    size = program._cached._cache_size()
     second = sweep(PARAMS, N * 2, B / 2, K * 3, lr=LR - 0.5)
-    assert program._cache_size() == size == 1
+    assert program._cached._cache_size() == size  # new values, no new program
     assert not np.allclose(first, second)
 
 
@@ -89,9 +91,9 @@ def _batched():
         (dict(K=None, compute=[1e18, 0.0], seq_len=SEQ), r"compute\[1\] = 0 is out of range"),
         (dict(K=None, compute=C, seq_len=0.0), r"seq_len must be a finite number > 0"),
         (dict(params=nqs.NQSParams(**{**PARAMS.to_dict(), "p": 0.9})), r"parameter p = 0.9"),
-        (dict(params=_batched()), r"one parameter set, but p has shape \(2,\)"),
+        (dict(params=_batched()), r"one parameter set, got a batch of shape \(2,\)"),
         (dict(lr=2.5), r"lr"),
-        (dict(lr=-1.0), r"lr must be a finite number > 0"),
+        (dict(lr=-1.0), r"step size lr = -1 must be positive and finite"),
         (dict(chunk=0), r"chunk must be an integer >= 1"),
         (dict(devices=[]), r"devices is empty"),
     ],
@@ -116,17 +118,18 @@ _MULTI_DEVICE = textwrap.dedent(
     import jax, jax.numpy as jnp, numpy as np
     jax.config.update("jax_enable_x64", True)
     import nqs_engine as nqs
-    from nqs_engine._evaluator import PLAN_RULE, theta_of
-    from nqs_engine._sweep import _program, sweep
+    from nqs_engine import sweep
+    from nqs_engine._model import as_model
+    from nqs_engine._sweep import _program
     assert jax.device_count() == 4, jax.devices()
     params, lr = nqs.preset("pythia-owt2")
     N, B, K = [1e7, 1e8, 1e9], [64.0, 256.0], [1e3, 1e4, 1e5]
     out = sweep(params, N, B, K, lr=lr)
     mesh = jax.sharding.Mesh(np.array(jax.devices()), ("d",))
-    program = _program(mesh, PLAN_RULE, 2048, False)
-    flat = program(theta_of(params), *(jnp.asarray(v, jnp.float64) for v in (lr, N, B, K, 1.0)))
+    program = _program(mesh, 2048, False)
+    flat = program(as_model(params, lr), *(jnp.asarray(v, jnp.float64) for v in (N, B, K, 1.0)))
     print(json.dumps({
-        "cache_size": program._cache_size(),
+        "cache_size": program._cached._cache_size(),
         "named": flat.sharding == jax.NamedSharding(mesh, jax.P("d")),
         "devices": len(flat.sharding.device_set),
         "shards": sorted(s.data.shape[0] for s in flat.addressable_shards),

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ._custom_types import FloatArray
+from .._custom_types import FloatArray
 
 #: Optimisers [`minimize`][] accepts: L-BFGS with a zoom line search (strong
 #: Wolfe conditions) or Adam with a fixed learning rate.
@@ -207,7 +207,7 @@ def minimize(
     **Example:** a batch of Rosenbrock valleys.
 
     >>> import jax.numpy as jnp
-    >>> from nqs_engine._optimize import minimize
+    >>> from nqs_engine._fit._optimize import minimize
     >>> def rosen(x, a):
     ...     return (a - x[0]) ** 2 + 100 * (x[1] - x[0] ** 2) ** 2
     >>> out = minimize(rosen, jnp.array([[-1.0, 1.0], [0.0, 0.0]]), 1.0)
@@ -265,12 +265,12 @@ def huber_loss(r: Any, delta: Any) -> FloatArray:
     r"""Huber function $\tfrac12 r^2$ for $|r| \le \delta$, else $\delta(|r| - \delta/2)$ (in JAX).
 
     The robust per-point loss of every fit (SPEC sections 4 and 5), on log-loss
-    residuals. [`nqs_engine._evaluate.huber`][] is its eager float64 NumPy twin
+    residuals. [`nqs_engine._metrics.huber`][] is its eager float64 NumPy twin
     used for reporting metrics.
 
     **Example:**
 
-    >>> from nqs_engine._optimize import huber_loss
+    >>> from nqs_engine._fit._optimize import huber_loss
     >>> [float(v) for v in huber_loss(jnp.array([0.0, 1e-3, -3e-3]), 1e-3)]
     [0.0, 5e-07, 2.5e-06]
     """
@@ -296,7 +296,7 @@ def bootstrap_weights(groups: Any, num_samples: int, seed: int = 0) -> np.ndarra
     **Example:**
 
     >>> import numpy as np
-    >>> from nqs_engine._optimize import bootstrap_weights
+    >>> from nqs_engine._fit._optimize import bootstrap_weights
     >>> w = bootstrap_weights(np.array([0, 0, 1, 2]), num_samples=3, seed=1)
     >>> w.shape, bool(np.all(w[:, 0] == w[:, 1]))   # both points of group 0 move together
     ((3, 4), True)
@@ -325,7 +325,7 @@ def percentile_interval(samples: Any, level: float = 0.95, axis: int = 0) -> tup
     **Example:**
 
     >>> import numpy as np
-    >>> from nqs_engine._optimize import percentile_interval
+    >>> from nqs_engine._fit._optimize import percentile_interval
     >>> lo, hi = percentile_interval(np.arange(101.0), level=0.9)
     >>> float(lo), float(hi)
     (5.0, 95.0)

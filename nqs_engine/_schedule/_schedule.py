@@ -15,14 +15,19 @@ pieces that keep both $\sum_t \gamma_t$ and the injected noise $\sum_t \gamma_t^
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._custom_types import FloatArray, RealLike
+from .._custom_types import FloatArray, RealLike
+from ._spec import SpecPart, parse_segments, parse_spec
 
 
 def _float(x):
@@ -181,14 +186,9 @@ class Schedule(eqx.Module):
         >>> s.steps.tolist(), s.batch.tolist()
         ([100.0, 225.0, 175.0, 50.0, 225.0, 225.0], [256.0, 256.0, 256.0, 512.0, 512.0, 512.0])
         """
-        from ._io import InputError, parse_schedule  # _io builds on this module
-
         if not isinstance(spec, str):
             raise TypeError(f"spec must be a SPEC string such as 'cosine', got {type(spec).__name__}")
-        try:
-            parsed = parse_schedule(spec)
-        except InputError as exc:
-            raise ValueError(str(exc)) from None
+        parsed = parse_schedule(spec)
         K = np.asarray(K, dtype=np.float64)
         B = np.asarray(B, dtype=np.float64)
         try:
@@ -483,4 +483,166 @@ def _concat(*schedules: Schedule) -> Schedule:
     return Schedule(*fields)
 
 
-__all__ = ["Schedule"]
+# ---------------------------------------------------------------------------
+# Schedules relative to a run: built from a SPEC or from explicit segments
+# ---------------------------------------------------------------------------
+
+
+def _part_builder(part: SpecPart) -> Callable[[Any], Schedule]:
+    """K -> the part's Schedule, with batch sizes as multipliers of B."""
+    o = dict(part.options)
+    builders = {
+        "constant": lambda K: Schedule.constant(K, 1.0, o["lr"]),
+        "cosine": lambda K: Schedule.cosine(K, 1.0, **o),
+        "wsd": lambda K: Schedule.wsd(K, 1.0, **o),
+        "warmup": lambda K: Schedule.warmup(K, 1.0, warmup=o["warmup"], pieces=o["pieces"]),
+        "step": lambda K: Schedule.step_decay(K, 1.0, o["fractions"], o["values"]),
+        "batch": lambda K: Schedule.batch_ramp(K, (1.0, *o["values"]), o["fractions"]),
+    }
+    return builders[part.kind]
+
+
+def _count_segments(build: Callable[[Any], Schedule]) -> int:
+    """The segment count of `build`'s schedules, found by tracing (no computation)."""
+    shapes = jax.eval_shape(build, jax.ShapeDtypeStruct((), jnp.result_type(float)))
+    return np.broadcast_shapes(shapes.lr.shape, shapes.batch.shape, shapes.steps.shape)[-1]
+
+
+@dataclasses.dataclass(frozen=True)
+class ScheduleSpec:
+    """A schedule relative to a run's length and batch size, from a SPEC or explicit segments.
+
+    **Fields:**
+
+    - `text`: the SPEC (or a description of the segments' source) it came from.
+    - `num_segments`: the number of segments of every schedule it builds.
+    - `peak`: the largest step-size multiplier it can produce (whatever K).
+    - `parts`: the schedules combined (`SPEC+SPEC`), each a traceable function
+      from K (an array) to a [`nqs_engine.Schedule`][] whose batch sizes are
+      multipliers of B.
+
+    **Example:**
+
+    >>> import numpy as np
+    >>> from nqs_engine._schedule import parse_schedule
+    >>> spec = parse_schedule("step:0.5=0.1+batch:0.75=2")
+    >>> spec.num_segments, spec.peak
+    (3, 1.0)
+    >>> s = spec.build(np.array([1000.0]), np.array([64.0]))
+    >>> s.lr.tolist(), s.batch.tolist(), s.steps.tolist()
+    ([[1.0, 0.1, 0.1]], [[64.0, 64.0, 128.0]], [[500.0, 250.0, 250.0]])
+    """
+
+    text: str
+    num_segments: int
+    peak: float
+    parts: tuple[Callable[[Any], Schedule], ...] = dataclasses.field(repr=False)
+
+    @classmethod
+    def from_segments(cls, data: Mapping[str, Any], source: str) -> "ScheduleSpec":
+        r"""Explicit segments `{"lr": [...], "steps": [...], "batch": [...]}` (batch optional).
+
+        One entry per segment. `lr` holds step-size multipliers of the peak
+        (>= 0), `batch` multipliers of each run's B (> 0, default 1), and `steps`
+        relative segment lengths (>= 0, not all 0): segment i of a run of K
+        steps ends at $\lfloor K (w_0 + \ldots + w_i) / \sum_j w_j \rfloor$. So steps
+        that add up to K reproduce the segments exactly; fractions of 1 scale to
+        any K. `ValueError` naming `source` for a bad key or entry.
+
+        **Example:**
+
+        >>> from nqs_engine._schedule import ScheduleSpec
+        >>> spec = ScheduleSpec.from_segments({"lr": [1, 0.1], "steps": [3, 1], "batch": [1, 2]},
+        ...                                   "s.json")
+        >>> s = spec.build(1000.0, 256.0)
+        >>> s.lr.tolist(), s.batch.tolist(), s.steps.tolist()
+        ([1.0, 0.1], [256.0, 512.0], [750.0, 250.0])
+        """
+        arrays = parse_segments(data, source)
+        lr, batch, weights = arrays["lr"], arrays["batch"], arrays["steps"]
+        cumulative = np.cumsum(weights)
+
+        def build(K):
+            K = K[..., None]
+            # multiply before dividing: exact when the weights add up to K
+            cuts = jnp.minimum(jnp.floor(cumulative[:-1] * K / cumulative[-1]), K)
+            ends = jnp.concatenate([cuts, K], axis=-1)
+            steps = jnp.diff(ends, axis=-1, prepend=jnp.zeros_like(K))
+            return Schedule(jnp.broadcast_to(lr, steps.shape),
+                            jnp.broadcast_to(batch, steps.shape), steps)
+
+        return cls(text=source, num_segments=int(lr.size), peak=float(lr.max()), parts=(build,))
+
+    def build(self, K: Any, B: Any, num_segments: int | None = None) -> Schedule:
+        """The schedules of runs of `K` steps at base batch size `B` (arrays of one shape),
+        padded with empty segments to `num_segments` if given.
+
+        Compiled (once per spec, shape and `num_segments`): building op by op would
+        cost more than the risk itself on large chunks.
+        """
+        dtype = jnp.result_type(float)
+        K, B = (jnp.asarray(np.asarray(v, dtype=np.float64), dtype=dtype) for v in (K, B))
+        return _build_schedule(self, K, B, num_segments or self.num_segments)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def _build_schedule(spec: ScheduleSpec, K, B, num_segments: int) -> Schedule:
+    lr, batch, steps = _schedule_arrays(spec.parts[0](K))
+    for part in spec.parts[1:]:
+        lr, batch, steps = _combine((lr, batch, steps), _schedule_arrays(part(K)))
+    return Schedule(lr, batch * B[..., None], steps).pad(num_segments)
+
+
+def _schedule_arrays(schedule: Schedule):
+    s = schedule.broadcast()
+    return s.lr, s.batch, s.steps
+
+
+def _combine(a, b):
+    """Two schedules over the same steps at once: cut at both's change points, multiply."""
+    shape = jnp.broadcast_shapes(a[0].shape[:-1], b[0].shape[:-1])
+    a = [jnp.broadcast_to(x, (*shape, x.shape[-1])) for x in a]
+    b = [jnp.broadcast_to(x, (*shape, x.shape[-1])) for x in b]
+    ends_a, ends_b = jnp.cumsum(a[2], axis=-1), jnp.cumsum(b[2], axis=-1)
+    inner = jnp.sort(jnp.concatenate([ends_a[..., :-1], ends_b[..., :-1]], axis=-1), axis=-1)
+    ends = jnp.concatenate([inner, ends_a[..., -1:]], axis=-1)
+    steps = jnp.diff(ends, axis=-1, prepend=jnp.zeros_like(ends[..., :1]))
+
+    def index(seg_ends):  # the segment holding each piece (pieces end at `ends`)
+        count = (seg_ends[..., None, :] < ends[..., :, None]).sum(axis=-1)
+        return jnp.minimum(count, seg_ends.shape[-1] - 1)
+
+    ia, ib = index(ends_a), index(ends_b)
+    pick = lambda x, i: jnp.take_along_axis(x, i, axis=-1)  # noqa: E731
+    return pick(a[0], ia) * pick(b[0], ib), pick(a[1], ia) * pick(b[1], ib), steps
+
+
+@functools.lru_cache(maxsize=4096)
+def parse_schedule(text: str) -> ScheduleSpec:
+    """Parse a SPEC (see `SPEC_HELP`) into a [`ScheduleSpec`][]; `ValueError` if malformed.
+
+    The message quotes the SPEC and says what was expected; callers prefix
+    where the SPEC came from.
+
+    **Example:**
+
+    >>> from nqs_engine._schedule import parse_schedule
+    >>> parse_schedule("cosine:pieces=16,warmup=0.01").num_segments
+    20
+    >>> parse_schedule("cosine:pieces=0")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: schedule 'cosine:pieces=0': pieces must be an integer ... got '0'
+    """
+    parts = parse_spec(text)
+    builders = tuple(_part_builder(part) for part in parts)
+    peak = float(np.prod([part.peak for part in parts]))
+    try:
+        # Trace each part: its segment count, and any error the grammar's checks missed.
+        S = sum(_count_segments(build) for build in builders) - (len(builders) - 1)
+    except ValueError as exc:
+        raise ValueError(f"schedule {text!r}: {exc}") from None
+    return ScheduleSpec(text=text.strip(), num_segments=S, peak=peak, parts=builders)
+
+
+__all__ = ["Schedule", "ScheduleSpec", "parse_schedule"]

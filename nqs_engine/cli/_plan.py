@@ -10,14 +10,27 @@ import time
 
 import numpy as np
 
-from ._io import InputError, atomic_output, json_text
-from ._chinchilla import CHINCHILLA_PRESETS
-from ._params import PRESETS
-from ._plan import BATCH_MODES, METHODS, VARIANTS, Hardware, frontier
+from .._io import InputError, atomic_output, json_text
+from .._model._chinchilla import CHINCHILLA_PRESETS
+from .._params import PRESETS
+from .._plan._budgets import Hardware
+from .._plan._plan import BATCH_MODES, METHODS
+from ._common import (
+    EXIT_OK,
+    PROG,
+    Progress,
+    add_progress_option,
+    check_out,
+    load_chinchilla,
+    load_model,
+    nonneg,
+    positive,
+    positive_list,
+    progress_enabled,
+)
 
-PROG = "nqs-engine"
 
-PLAN_DESCRIPTION = """\
+DESCRIPTION = """\
 Plan the run of least predicted loss for each compute budget: the model
 size N (non-embedding parameters), batch size B (sequences) and number of
 steps K with 6 N B K seq_len <= C (K is the most steps that compute,
@@ -41,7 +54,7 @@ compute-optimal frontier. --chinchilla CH (a file or preset) adds Chinchilla's a
 for the chosen run and reports the gain over the best constant schedule.
 """
 
-PLAN_EPILOG = f"""\
+EPILOG = f"""\
 output:
   A table on stdout: per budget the chosen run, the limits it meets
   ('binding'), and the next-best power-of-two batch sizes. With --out
@@ -53,8 +66,8 @@ output:
   atomically.
 
 PARAMS (--params): a preset ({', '.join(sorted(PRESETS))}) or a PARAMS.json
-from '{PROG} fit'; --seq-len defaults to the file's seq_len (128 for the
-preset).
+from '{PROG} fit' (any loss model: the NQS, its weight-norm variant, Chinchilla,
+...); --seq-len defaults to the file's seq_len (128 for the preset).
 
 examples:
   {PROG} plan --params pythia-owt2 --compute 1e21
@@ -87,57 +100,33 @@ def _quantity(kind: str):
     return parse
 
 
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
-
-
-def _nonneg(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
-    return value
-
-
-def _computes(text: str) -> list[float]:
-    return [_positive(part) for part in text.split(",") if part.strip()] or [_positive(text)]
-
-
 def _pair(text: str) -> tuple[float, float]:
     parts = text.split(":")
     if len(parts) != 2:
         raise argparse.ArgumentTypeError(f"expected LOW:HIGH, got {text!r}")
-    lo, hi = (_positive(p) for p in parts)
+    lo, hi = (positive(p) for p in parts)
     if lo > hi:
         raise argparse.ArgumentTypeError(f"expected LOW <= HIGH, got {text!r}")
     return lo, hi
 
 
-def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--params", required=True, metavar="PARAMS",
-                        help="an NQS PARAMS.json or a preset name")
-    parser.add_argument("--lr", type=_positive, default=None, metavar="LR",
-                        help="peak step size gamma0 (default: PARAMS' lr, else 1.999)")
-    parser.add_argument("--compute", type=_computes, action="append", required=True,
+                        help="a PARAMS.json (any loss model) or a preset name")
+    parser.add_argument("--lr", type=positive, default=None, metavar="LR",
+                        help="NQS peak step size gamma0 (default: PARAMS' lr, else 1.999)")
+    parser.add_argument("--compute", type=positive_list, action="append", required=True,
                         metavar="FLOPS", help="compute budget C in FLOPs; repeatable or a comma list")
-    parser.add_argument("--seq-len", type=_positive, default=None, metavar="L",
+    parser.add_argument("--seq-len", type=positive, default=None, metavar="L",
                         help="tokens per sequence (default: PARAMS' seq_len, else 128)")
     limits = parser.add_argument_group("limits")
-    limits.add_argument("--max-tokens", type=_positive, default=None, metavar="D",
+    limits.add_argument("--max-tokens", type=positive, default=None, metavar="D",
                         help="at most D training tokens")
     limits.add_argument("--max-memory", type=_quantity("memory"), default=None,
                         metavar="BYTES", help="at most this much accelerator memory, e.g. 640GB")
     limits.add_argument("--max-time", type=_quantity("time"), default=None,
                         metavar="SECONDS", help="at most this wall-clock time, e.g. 36h")
-    limits.add_argument("--min-steps", type=_positive, default=1.0, metavar="K",
+    limits.add_argument("--min-steps", type=positive, default=1.0, metavar="K",
                         help="at least K steps (default 1)")
     limits.add_argument("--n-range", type=_pair, default=(1e5, 1e12), metavar="LOW:HIGH",
                         help="model sizes searched (default 1e5:1e12)")
@@ -145,24 +134,25 @@ def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
                         help="batch sizes searched, in sequences (default 1:16777216)")
     hw = parser.add_argument_group("hardware model (for --max-memory and --max-time)")
     defaults = Hardware()
-    hw.add_argument("--bytes-per-param", type=_positive, default=defaults.bytes_per_param,
+    hw.add_argument("--bytes-per-param", type=positive, default=defaults.bytes_per_param,
                     help=f"training-state bytes per parameter (default {defaults.bytes_per_param:g})")
-    hw.add_argument("--activation-bytes", type=_nonneg, default=defaults.activation_bytes,
+    hw.add_argument("--activation-bytes", type=nonneg, default=defaults.activation_bytes,
                     help="activation bytes per parameter per token in a batch "
                     f"(default {defaults.activation_bytes:g}; 0 = unlimited accumulation)")
-    hw.add_argument("--device-flops", type=_positive, default=defaults.device_flops,
+    hw.add_argument("--device-flops", type=positive, default=defaults.device_flops,
                     help=f"sustained FLOP/s per accelerator (default {defaults.device_flops:g})")
-    hw.add_argument("--tokens-per-device", type=_positive, default=defaults.tokens_per_device,
+    hw.add_argument("--tokens-per-device", type=positive, default=defaults.tokens_per_device,
                     help=f"tokens per accelerator per step (default {defaults.tokens_per_device:g})")
     search = parser.add_argument_group("search")
     search.add_argument("--batch", choices=BATCH_MODES, default="pow2",
                         help="batch sizes: powers of two (default) or any whole number")
-    search.add_argument("--batch-size", type=_positive, default=None, metavar="B",
+    search.add_argument("--batch-size", type=positive, default=None, metavar="B",
                         help="fix the batch size instead of searching it")
     search.add_argument("--method", choices=METHODS, default="grid+gradient",
                         help="search method (default grid+gradient)")
-    search.add_argument("--variant", choices=VARIANTS, default="plain",
-                        help="loss predictor (weight-norm: grid search only)")
+    search.add_argument("--variant", choices=("plain", "weight-norm"), default=None,
+                        help="NQS predictor (default: PARAMS' variant, else plain; weight-norm: "
+                        "grid search only)")
     search.add_argument("--alternatives", type=int, default=3, metavar="K",
                         help="next-best batch sizes shown (default 3)")
     parser.add_argument("--chinchilla", metavar="CH", default=None,
@@ -172,39 +162,40 @@ def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also optimise a batch ramp and lr decay for each chosen run")
     parser.add_argument("--segments", type=int, default=8, metavar="S",
                         help="segments of the searched schedule (default 8, at most 16)")
-    parser.add_argument("--max-ramp", type=_positive, default=8.0, metavar="R",
+    parser.add_argument("--max-ramp", type=positive, default=8.0, metavar="R",
                         help="largest batch growth in the searched schedule (default 8)")
     parser.add_argument("--out", metavar="FILE.json", default=None, help="write the plans as JSON")
-    from ._cli import _add_progress_option  # _cli imports this module
-
-    _add_progress_option(parser)
+    add_progress_option(parser)
 
 
 def _fmt(v: float, width: int = 9) -> str:
     return f"{v:{width}.3e}" if np.isfinite(v) else f"{'-':>{width}}"
 
 
-def run_plan(args: argparse.Namespace) -> int:
-    from ._cli_fit import load_any_params, load_chinchilla
+def run(args: argparse.Namespace) -> int:
+    from .._plan import frontier
 
     started = time.monotonic()
-    model, params, file_lr, file_seq, _ = load_any_params(args.params)
-    if model != "nqs":
-        raise InputError(f"{args.params}: plan needs NQS parameters, got a {model} PARAMS.json "
-                         "(pass it with --chinchilla to compare)")
-    lr = args.lr if args.lr is not None else file_lr
-    seq_len = args.seq_len if args.seq_len is not None else file_seq
-    computes = np.array([c for group in args.compute for c in group], dtype=float)
-    chinchilla = None
-    if args.chinchilla is not None:
-        chinchilla = load_chinchilla(args.chinchilla)
     if args.alternatives < 0:
         raise InputError(f"--alternatives must be >= 0, got {args.alternatives}")
     if not 1 <= args.segments <= 16:
         raise InputError(f"--segments must be in [1, 16], got {args.segments}")
-    from ._cli import _Progress, _progress_enabled  # _cli imports this module
+    if args.out is not None:
+        check_out(args.out)
+    loaded = load_model(args.params, lr=args.lr, variant=args.variant)
+    model = loaded.model
+    seq_len = args.seq_len if args.seq_len is not None else loaded.seq_len
+    computes = np.array([c for group in args.compute for c in group], dtype=float)
+    chinchilla = None
+    if args.chinchilla is not None:
+        chinchilla = load_chinchilla(args.chinchilla)
+    if args.schedule_search:
+        from .._model import NQS
 
-    show = _progress_enabled(args)
+        if not isinstance(model, NQS):
+            raise InputError(f"{loaded.source}: --schedule-search runs through the plain NQS's "
+                             f"risk, but this is a {type(model).__name__} model")
+    show = progress_enabled(args)
     try:
         hardware = Hardware(args.bytes_per_param, args.activation_bytes, args.device_flops,
                             args.tokens_per_device)
@@ -212,26 +203,26 @@ def run_plan(args: argparse.Namespace) -> int:
             print(f"{PROG}: planning {computes.size} budget(s); the first run compiles "
                   "(~20 s), later runs reuse the cache", file=sys.stderr, flush=True)
         result = frontier(
-            params, computes, seq_len=seq_len, lr=lr, chinchilla=chinchilla,
+            model, computes, seq_len=seq_len, chinchilla=chinchilla,
             max_tokens=args.max_tokens, max_memory=args.max_memory, max_time=args.max_time,
             hardware=hardware, batch=args.batch, batch_size=args.batch_size,
             min_steps=args.min_steps, n_range=args.n_range, b_range=args.b_range,
-            method=args.method, variant=args.variant, alternatives=args.alternatives,
+            method=args.method, alternatives=args.alternatives,
         )
     except ValueError as exc:
         raise InputError(str(exc)) from None
     rows = result.plan.rows()
     schedules = []
     if args.schedule_search:
-        from ._schedule_search import optimize_schedule
+        from .._plan import optimize_schedule
 
-        bar = _Progress("searching schedules", show)
+        bar = Progress("searching schedules", show)
         try:
             for i, row in enumerate(rows):
                 bar.show(i / len(rows), f"budget {i + 1}/{len(rows)} (the first compiles, ~40 s)",
                          force=True)
-                found = optimize_schedule(params, row["N"], row["tokens"], row["K"],
-                                          seq_len=seq_len, lr=lr, segments=args.segments,
+                found = optimize_schedule(model, row["N"], row["tokens"], row["K"],
+                                          seq_len=seq_len, segments=args.segments,
                                           max_ramp=args.max_ramp)
                 row["schedule_search"] = {
                     "constant_loss": found.constant_loss, "loss": found.loss, "gain": found.gain,
@@ -248,8 +239,8 @@ def run_plan(args: argparse.Namespace) -> int:
                                  "loss": float(result.chinchilla_loss[i]),
                                  "nqs_loss": float(result.nqs_loss_at_chinchilla[i])}
 
-    print(f"NQS plan ({args.variant} predictor, {args.method}, batch {result.plan.batch}, "
-          f"seq_len {seq_len:g}, lr {lr:g})")
+    print(f"plan ({result.plan.variant} model, {result.plan.method}, batch {result.plan.batch}, "
+          f"seq_len {seq_len:g})")
     head = f"{'C':>9} {'N':>9} {'B':>8} {'K':>9} {'tokens':>9} {'D/N':>6} {'loss':>7}  binding"
     print(head)
     for row in rows:
@@ -281,7 +272,7 @@ def run_plan(args: argparse.Namespace) -> int:
     wall = time.monotonic() - started
     dest = f" -> {args.out}" if args.out else ""
     print(f"{PROG}: planned {len(rows)} budget(s) in {wall:.1f} s{dest}", file=sys.stderr)
-    return 0
+    return EXIT_OK
 
 
-__all__ = ["PLAN_DESCRIPTION", "PLAN_EPILOG", "add_plan_arguments", "run_plan"]
+__all__ = ["DESCRIPTION", "EPILOG", "add_arguments", "run"]

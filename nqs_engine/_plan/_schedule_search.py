@@ -27,12 +27,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._custom_types import RealLike
-from ._evaluator import check_rule, plain_loss, segments_loss, theta_of
-from ._optimize import minimize
-from ._params import DEFAULT_LR, NQSParams
-from ._quadrature import SumRule
-from ._schedule import Schedule
+from .._custom_types import RealLike
+from .._fit._optimize import minimize
+from .._model import NQS
+from .._params import DEFAULT_LR, NQSParams
+from .._quadrature import SumRule
+from .._risk._fast import check_rule, plain_loss, segments_loss, theta_of
+from .._schedule import Schedule
 
 
 class ScheduleSearch(eqx.Module):
@@ -137,7 +138,8 @@ def optimize_schedule(
 
     **Arguments:**
 
-    - `params`, `lr`: the model and its peak step size.
+    - `params`, `lr`: the parameters and peak step size (or a plain [`nqs_engine.NQS`][]
+      model as `params`, whose own step size is used).
     - `N`, `tokens`, `steps`, `seq_len`: model size, tokens $D$, steps $K$,
       tokens per sequence $\ell$ (for instance a [`nqs_engine.Plan`][]'s).
     - `segments`: $S$ (at most 16); `ramp`, `decay`: which of the two to optimise.
@@ -163,8 +165,11 @@ def optimize_schedule(
     >>> bool(abs(check - out.loss) < 1e-9)
     True
     """
+    if isinstance(params, NQS):
+        params, lr = params.params, float(np.asarray(params.lr))
     if not isinstance(params, NQSParams):
-        raise TypeError(f"params must be an NQSParams, got {type(params).__name__}")
+        raise TypeError(f"params must be an NQSParams or a plain NQS model (the schedule search "
+                        f"runs through the NQS risk), got {type(params).__name__}")
     check_rule(params, lr, rule)
     values = {}
     for name, value in (("N", N), ("tokens", tokens), ("steps", steps), ("seq_len", seq_len)):

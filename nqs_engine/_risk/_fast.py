@@ -10,7 +10,7 @@ $$L(N, B, K) = e_{irr} + \tfrac12 P\,\zeta(p, N+1)
    + \sum_{n \le N} \tfrac12 \lambda_n R n^{-r}\,\frac{\gamma^2}{B}\,
      \frac{1 - a_n^{2K}}{1 - a_n^2}, \qquad a_n = 1 - \gamma\lambda_n .$$
 
-The functions here share the per-direction closed form of `_risk` and differ
+The functions here share the per-direction closed form of `_kernel` and differ
 only in how configurations are batched. Callers validate the parameters
 eagerly (with [`nqs_engine.check_params`][] and [`check_rule`][]) before any
 heavy work.
@@ -22,10 +22,10 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from ._chunk import chunked_map
-from ._params import NQSParams, PARAM_NAMES, check_params
-from ._quadrature import SumRule
-from ._risk import _approximation, _config_sum
+from .._chunk import chunked_map
+from .._params import NQSParams, PARAM_NAMES, check_params
+from .._quadrature import SumRule
+from ._kernel import approximation_term, config_sum
 
 #: The quadrature used to score planning candidates: 32 head terms and
 #: 16 panels of 8 Gauss-Legendre nodes (about 170 evaluations per
@@ -66,7 +66,7 @@ def plain_loss(theta, N, B, K, lr, rule: SumRule = PLAN_RULE):
     **Example:**
 
     >>> import jax.numpy as jnp, nqs_engine as nqs
-    >>> from nqs_engine._evaluator import plain_loss, theta_of
+    >>> from nqs_engine._risk._fast import plain_loss, theta_of
     >>> params, lr = nqs.preset("pythia-owt2")
     >>> a = plain_loss(theta_of(params), 1e8, 256.0, 1e4, lr, nqs.SumRule())
     >>> b = nqs.risk(params, 1e8, 256.0, 1e4, lr=lr).total
@@ -87,19 +87,19 @@ def segments_loss(theta, N, lrs, batches, steps, rule: SumRule = PLAN_RULE, scan
     """
     th = tuple(theta)
     return (_fixed(theta, N, rule)
-            + _config_sum(th, N, lrs, batches, steps, rule, "bias", scan)
-            + _config_sum(th, N, lrs, batches, steps, rule, "variance", scan))
+            + config_sum(th, N, lrs, batches, steps, rule, "bias", scan)
+            + config_sum(th, N, lrs, batches, steps, rule, "variance", scan))
 
 
 def _fixed(theta, N, rule):
     """e_irr plus the approximation term (1/2) P zeta(p, N + 1)."""
-    return theta[4] + _approximation(theta[0], theta[2], N, rule)
+    return theta[4] + approximation_term(theta[0], theta[2], N, rule)
 
 
 def _terms(theta, N, B, K, lr, rule, term):
     one = lambda v: jnp.reshape(v, (1,))  # noqa: E731
     lr = jnp.asarray(lr, theta.dtype)
-    return _config_sum(tuple(theta), N, one(lr), one(B), one(K), rule, term)
+    return config_sum(tuple(theta), N, one(lr), one(B), one(K), rule, term)
 
 
 @eqx.filter_jit
@@ -113,7 +113,7 @@ def losses(theta, N, B, K, lr, rule: SumRule = PLAN_RULE, batch_size: int = 2048
     **Example:**
 
     >>> import jax.numpy as jnp, nqs_engine as nqs
-    >>> from nqs_engine._evaluator import losses, theta_of
+    >>> from nqs_engine._risk._fast import losses, theta_of
     >>> params, lr = nqs.preset("pythia-owt2")
     >>> N = jnp.array([1e7, 1e8, 1e9])
     >>> out = losses(theta_of(params), N, jnp.full(3, 256.0), jnp.full(3, 1e4), lr)

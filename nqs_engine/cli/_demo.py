@@ -5,24 +5,19 @@ from __future__ import annotations
 import argparse
 import csv
 import os
-import sys
 import time
 
 import numpy as np
 
-from ._chinchilla import chinchilla_preset
-from ._cli_plot import FORMATS, drawing_bar, make_figures, save_figures
-from ._io import atomic_output
-from ._params import preset
-from ._plan import frontier
-from ._risk import risk
+from .._io import atomic_output
+from ._common import EXIT_OK, PROG, add_progress_option, note
+from ._plot import FORMATS, check_folder, drawing_bar, make_figures, save_figures
 
-PROG = "nqs-engine"
 SEQ_LEN = 128
 BUDGETS = (1e18, 1e19, 1e20, 1e21, 1e22)
 LADDER = (1e7, 3e7, 1e8, 3e8, 1e9, 3e9, 1e10)
 
-DEMO_DESCRIPTION = f"""\
+DESCRIPTION = f"""\
 Run the engine on its built-in default, with no data of your own: the
 published NQS fit to the Pythia / OpenWebText2 ladder (preset pythia-owt2,
 sequences of {SEQ_LEN} tokens), and beside it Chinchilla fitted to the same
@@ -42,7 +37,10 @@ running the planner.
 """
 
 
-def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
+EPILOG = ""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="nqs-demo", metavar="DIR",
                         help="folder for the tables and figures (created if missing; "
                         "default: nqs-demo)")
@@ -50,9 +48,7 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
                         help="image format (default: png)")
     parser.add_argument("--no-plots", action="store_true",
                         help="tables only (no matplotlib needed)")
-    from ._cli import _add_progress_option  # _cli imports this module
-
-    _add_progress_option(parser)
+    add_progress_option(parser)
 
 
 def _write_csv(path: str, header: list[str], rows: list[list[float]]) -> None:
@@ -62,28 +58,29 @@ def _write_csv(path: str, header: list[str], rows: list[list[float]]) -> None:
         writer.writerows([[repr(float(v)) for v in row] for row in rows])
 
 
-def _note(text: str) -> None:
-    print(f"{PROG}: {text}", file=sys.stderr, flush=True)
+def run(args: argparse.Namespace) -> int:
+    from .._model import Chinchilla, NQS
+    from .._plan import frontier
 
-
-def run_demo(args: argparse.Namespace) -> int:
     started = time.monotonic()
+    check_folder(args.out)
     plots = not args.no_plots
     if plots:
         try:
             import matplotlib  # noqa: F401
         except ImportError:
-            _note("matplotlib is not installed: tables only "
+            note("matplotlib is not installed: tables only "
                   "(pip install 'nqs-engine[plot]' for the figures)")
             plots = False
-    params, lr = preset("pythia-owt2")
-    chinchilla = chinchilla_preset("pythia-owt2")
+    model = NQS.preset("pythia-owt2")
+    lr = float(model.lr)
+    chinchilla = Chinchilla.preset("pythia-owt2", seq_len=SEQ_LEN)
 
     # 1. The ladder: 20 tokens per parameter at batch 512.
     N = np.array(LADDER)
     B = 512.0
     K = np.ceil(20 * N / (B * SEQ_LEN))
-    out = risk(params, N, B, K, lr=lr)
+    out = model(N, B, K)
     terms = {f: np.asarray(getattr(out, f)) for f in
              ("total", "irreducible", "approximation", "bias", "variance")}
     print(f"1. NQS preset pythia-owt2 (lr {lr}): a ladder at 20 tokens/parameter, "
@@ -100,8 +97,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
     # 2. The compute-optimal frontier against Chinchilla's allocation.
     budgets = np.array(BUDGETS)
-    front = frontier(params, budgets, seq_len=SEQ_LEN, lr=lr, chinchilla=chinchilla,
-                     method="grid")
+    front = frontier(model, budgets, seq_len=SEQ_LEN, chinchilla=chinchilla, method="grid")
     p = front.plan
     regret = front.nqs_loss_at_chinchilla - p.loss
     print("\n2. compute-optimal runs (NQS plan, power-of-two batch) beside Chinchilla's "
@@ -137,8 +133,8 @@ def run_demo(args: argparse.Namespace) -> int:
         names = ["isoflop", "isotoken", "decomposition", "trajectories", "frontier"]
         callback, close = drawing_bar(args)
         try:
-            figures = make_figures(names, set(names), params, lr, SEQ_LEN, "plain", runs, at,
-                                   budgets, chinchilla, lambda text: (close(), _note(text)),
+            figures = make_figures(names, set(names), model, SEQ_LEN, runs, at, budgets,
+                                   chinchilla, lambda text: (close(), note(text)),
                                    front=front, progress=callback)
         finally:
             close()
@@ -154,6 +150,6 @@ def run_demo(args: argparse.Namespace) -> int:
         written += save_figures(figures, args.out, args.format, 120.0)
     print(f"\n3. wrote to {args.out}/: " + ", ".join(os.path.basename(w) for w in written),
           flush=True)
-    _note(f"demo done in {time.monotonic() - started:.1f} s. Next: '{PROG} plan --help', "
+    note(f"demo done in {time.monotonic() - started:.1f} s. Next: '{PROG} plan --help', "
           f"'{PROG} plot --help', or the notebooks in notebooks/")
-    return 0
+    return EXIT_OK

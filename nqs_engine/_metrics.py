@@ -40,6 +40,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from ._misc import first_bad, vector
+
 #: Keys of the dictionary returned by [`metrics`][], in order.
 METRIC_NAMES = ("n", "huber_e5", "msle", "mape", "max_abs_log_error")
 
@@ -65,18 +67,12 @@ _FORMATS = {
 # ---------------------------------------------------------------------------
 
 
-def _first_bad(bad: np.ndarray):
-    """The index of the first True of `bad`: an int for 1-D arrays, else a tuple."""
-    index = np.unravel_index(int(np.argmax(bad.ravel())), bad.shape)
-    return int(index[0]) if len(index) == 1 else tuple(int(i) for i in index)
-
-
 def _positive(x: Any, name: str) -> np.ndarray:
     """`x` as a float64 array whose values are all finite and > 0."""
     x = np.asarray(x, dtype=np.float64)
     bad = ~(np.isfinite(x) & (x > 0))
     if bad.any():
-        i = _first_bad(bad)
+        i = first_bad(bad)
         where = ", ".join(map(str, i)) if isinstance(i, tuple) else i
         raise ValueError(
             f"{name} must be finite and > 0; first bad value {name}[{where}] = {float(x[i])!r}"
@@ -105,13 +101,10 @@ def _pair(y: Any, y_hat: Any, y_name: str = "y", hat_name: str = "y_hat"):
     return _positive(y_arr, y_name), _positive(hat_arr, hat_name)
 
 
-def _vector(x: Any, name: str, n: int | None = None, dtype=np.float64) -> np.ndarray:
-    x = np.asarray(x, dtype=dtype)
-    if x.ndim != 1:
-        raise ValueError(f"{name} must be a 1-D array, got shape {x.shape}")
-    if n is not None and x.shape[0] != n:
-        raise ValueError(f"{name} must have length {n}, got {x.shape[0]}")
-    return x
+def _vector(x: Any, name: str, n: int | None = None) -> np.ndarray:
+    if np.ndim(x) != 1:
+        raise ValueError(f"{name} must be a 1-D array, got shape {np.shape(x)}")
+    return vector(x, name, size=n, allow_empty=True, finite=False)
 
 
 def _python(value: Any) -> Any:
@@ -141,7 +134,7 @@ def huber(e: npt.ArrayLike, delta: float = 1e-3) -> np.ndarray:
     **Example:**
 
     >>> import numpy as np
-    >>> from nqs_engine._evaluate import huber
+    >>> from nqs_engine._metrics import huber
     >>> huber(np.array([0.0, 1e-3, -3e-3]))   # 0, delta^2 / 2, delta (3 delta - delta / 2)
     array([0.0e+00, 5.0e-07, 2.5e-06])
     """
@@ -188,7 +181,7 @@ def metrics(y: npt.ArrayLike, y_hat: npt.ArrayLike, delta: float = 1e-3) -> dict
 
     **Example:** one prediction 10% high, one exact.
 
-    >>> from nqs_engine._evaluate import metrics
+    >>> from nqs_engine._metrics import metrics
     >>> m = metrics([2.0, 3.0], [2.2, 3.0])
     >>> m["n"], round(m["mape"], 6), round(m["max_abs_log_error"], 6)   # log(1.1) = 0.09531
     (2, 5.0, 0.09531)
@@ -296,7 +289,7 @@ def grouped_metrics(
     **Example:**
 
     >>> import numpy as np
-    >>> from nqs_engine._evaluate import grouped_metrics
+    >>> from nqs_engine._metrics import grouped_metrics
     >>> y = np.array([3.0, 2.5, 2.9, 2.4])
     >>> rows = grouped_metrics(
     ...     y, {"nqs": y * 1.01, "chinchilla": y * 0.95},
@@ -358,7 +351,7 @@ def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | Non
 
     **Example:**
 
-    >>> from nqs_engine._evaluate import format_table
+    >>> from nqs_engine._metrics import format_table
     >>> print(format_table([
     ...     {"model": "nqs", "n": 12, "huber_e5": 1.23456, "msle": 2.5625e-6},
     ...     {"model": "chinchilla", "n": 12, "huber_e5": 10.0, "msle": 1e-4},
@@ -436,7 +429,7 @@ def compute_gap(
     **Example:** a "model" that predicts the mean training loss.
 
     >>> import numpy as np
-    >>> from nqs_engine._evaluate import compute_gap
+    >>> from nqs_engine._metrics import compute_gap
     >>> C = np.array([1e18, 1e19, 1e20, 1e21])
     >>> y = np.array([3.0, 2.6, 2.3, 2.1])
     >>> def fit_and_predict(train, test):

@@ -4,16 +4,26 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from collections.abc import Callable
 
 import numpy as np
 
-from ._io import InputError, atomic_output
-from ._params import PRESETS
+from .._io import InputError, atomic_output
+from .._params import PRESETS
+from ._common import (
+    EXIT_OK,
+    PROG,
+    Progress,
+    RunsTable,
+    add_progress_option,
+    load_chinchilla,
+    load_model,
+    note,
+    positive,
+    progress_enabled,
+)
 
-PROG = "nqs-engine"
 
 #: The figures `plot` can make, in the order it makes them, with their file stems.
 PLOTS = ("actual", "isoflop", "isotoken", "decomposition", "trajectories", "frontier")
@@ -22,7 +32,7 @@ _FILES = {"actual": "actual_vs_predicted", "isoflop": "isoflop", "isotoken": "is
           "decomposition": "decomposition", "trajectories": "trajectories",
           "frontier": "frontier"}
 
-PLOT_DESCRIPTION = """\
+DESCRIPTION = """\
 Draw the model against a ladder of runs: one image per figure into the
 folder --out (created if missing).
 
@@ -48,14 +58,14 @@ asked for by name is an error. Every figure is computed before any file is
 written, and each file is written whole.
 """
 
-PLOT_EPILOG = f"""\
+EPILOG = f"""\
 RUNS.csv: a header and one row per run with the columns N (parameters), B
 (batch size in sequences), K (steps) and loss; optional columns split
 (train/test), type (isoflop/isotoken) and filtered (true/false) group and
 select rows, as in '{PROG} fit --help'. Other columns are ignored.
 
 PARAMS (--params): a preset ({', '.join(sorted(PRESETS))}) or a PARAMS.json
-from '{PROG} fit'.
+from '{PROG} fit' (any loss model; the trajectories figure needs the plain NQS).
 
 examples:
   {PROG} plot runs.csv --params fit.json --out figures
@@ -97,29 +107,19 @@ def _computes(text: str) -> list[float]:
     return values
 
 
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not (np.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
-
-
-def add_plot_arguments(parser: argparse.ArgumentParser) -> None:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("runs", metavar="RUNS.csv", help="the runs (format below)")
     parser.add_argument("--params", required=True, metavar="PARAMS",
-                        help=f"NQS parameters: a PARAMS.json or a preset "
+                        help=f"parameters: a PARAMS.json or a preset "
                         f"({', '.join(sorted(PRESETS))})")
-    parser.add_argument("--lr", type=_positive, default=None, metavar="LR",
-                        help="peak step size; overrides the lr of PARAMS")
+    parser.add_argument("--lr", type=positive, default=None, metavar="LR",
+                        help="NQS peak step size; overrides the lr of PARAMS")
     parser.add_argument("--out", default="nqs-plots", metavar="DIR",
                         help="folder for the images (created if missing; default: nqs-plots)")
     parser.add_argument("--plots", type=_plot_list, default=None, metavar="LIST",
                         help=f"figures to draw, comma list of {', '.join(PLOTS)} "
                         "(default: all, skipping those the runs cannot make)")
-    parser.add_argument("--seq-len", type=_positive, default=None, metavar="L",
+    parser.add_argument("--seq-len", type=positive, default=None, metavar="L",
                         help="tokens per sequence (default: PARAMS' seq_len, else 128)")
     parser.add_argument("--variant", choices=("plain", "weight-norm"), default=None,
                         help="predictor for the runs (default: PARAMS' variant, else plain)")
@@ -134,11 +134,9 @@ def add_plot_arguments(parser: argparse.ArgumentParser) -> None:
                         "(default: fitted to the runs' training rows)")
     parser.add_argument("--format", choices=FORMATS, default="png", help="image format "
                         "(default: png)")
-    parser.add_argument("--dpi", type=_positive, default=120.0, help="resolution of png "
+    parser.add_argument("--dpi", type=positive, default=120.0, help="resolution of png "
                         "images (default: 120)")
-    from ._cli import _add_progress_option  # _cli imports this module
-
-    _add_progress_option(parser)
+    add_progress_option(parser)
 
 
 def _groups(table, mask: np.ndarray) -> np.ndarray | None:
@@ -158,7 +156,7 @@ def _of_type(table, mask: np.ndarray, kind: str) -> np.ndarray:
 
 
 def _schedules(K: float, B: float) -> dict:
-    from ._schedule import Schedule
+    from .._schedule import Schedule
 
     K = float(np.floor(K))
     B = float(B)
@@ -174,10 +172,8 @@ def _schedules(K: float, B: float) -> dict:
 def make_figures(
     names: list[str],
     required: set[str],
-    params,
-    lr: float,
+    model,
     seq_len: float,
-    variant: str,
     runs: dict | None,
     at: tuple[float, float, float],
     compute: np.ndarray,
@@ -193,8 +189,9 @@ def make_figures(
     precomputed [`nqs_engine.Frontier`][], replaces planning `compute` anew.
     `progress(i, n, name)` is called before figure i of n, and with i = n at the end.
     """
-    from . import plot
-    from ._plan import frontier
+    from .. import plot
+    from .._plan import frontier
+    from .._runs import Runs
 
     figures = {}
     for i, name in enumerate(names):
@@ -204,28 +201,26 @@ def make_figures(
             if name == "actual":
                 if runs is None:
                     raise ValueError("needs measured runs")
-                from ._fit import Runs, predict_runs
-
                 data = Runs.from_arrays(runs["N"], runs["B"], runs["K"], runs["loss"],
                                         seq_len=seq_len)
-                predicted = np.asarray(predict_runs(params, data, lr=lr, variant=variant))
+                predicted = np.asarray(model.predict(data))
                 figures[name] = plot.actual_vs_predicted(runs["loss"], predicted,
                                                          groups=runs["groups"])
             elif name in ("isoflop", "isotoken"):
                 m = runs[name]
                 draw = plot.isoflop_curves if name == "isoflop" else plot.isotoken_curves
                 loss = None if runs.get("loss") is None else runs["loss"][m]
-                figures[name] = draw(params, runs["N"][m], runs["B"][m], runs["K"][m], loss,
-                                     seq_len=seq_len, lr=lr, variant=variant)
+                figures[name] = draw(model, runs["N"][m], runs["B"][m], runs["K"][m], loss,
+                                     seq_len=seq_len)
             elif name == "decomposition":
-                figures[name] = plot.loss_decomposition(params, *at, lr=lr)
+                figures[name] = plot.loss_decomposition(model, *at)
             elif name == "trajectories":
                 N, B, K = at
-                figures[name] = plot.trajectories(params, N, _schedules(K, B), lr=lr)
+                figures[name] = plot.trajectories(model, N, _schedules(K, B))
             elif name == "frontier":
                 if front is None:
-                    front = frontier(params, compute, seq_len=seq_len, lr=lr,
-                                     chinchilla=chinchilla, method="grid")
+                    front = frontier(model, compute, seq_len=seq_len, chinchilla=chinchilla,
+                                     method="grid")
                 figures[name] = plot.frontier_plot(front, seq_len=seq_len)
         except ValueError as exc:
             if name in required:
@@ -238,9 +233,7 @@ def make_figures(
 
 def drawing_bar(args: argparse.Namespace):
     """A progress bar over the figures, on a terminal unless --no-progress: `(callback, close)`."""
-    from ._cli import _Progress, _progress_enabled  # _cli imports this module
-
-    bar = _Progress("drawing", _progress_enabled(args))
+    bar = Progress("drawing", progress_enabled(args))
 
     def callback(i: int, n: int, name: str) -> None:
         bar.show(i / n, name if i == n else f"{name} ({i + 1}/{n})", force=True)
@@ -260,33 +253,21 @@ def save_figures(figures: dict, folder: str, fmt: str, dpi: float) -> list[str]:
     return paths
 
 
-def _note(text: str) -> None:
-    print(f"{PROG}: {text}", file=sys.stderr, flush=True)
-
-
-def run_plot(args: argparse.Namespace) -> int:
-    from ._cli_fit import RunsTable, load_any_params, load_chinchilla
-
+def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     try:
         import matplotlib  # noqa: F401
     except ImportError:
         raise InputError("plot needs matplotlib: pip install 'nqs-engine[plot]'") from None
-    model, params, file_lr, file_seq, file_variant = load_any_params(args.params)
-    if model != "nqs":
-        raise InputError(f"{args.params}: plot needs NQS parameters, got {model}")
-    lr = args.lr if args.lr is not None else file_lr
-    seq_len = args.seq_len if args.seq_len is not None else file_seq
-    variant = args.variant or file_variant or "plain"
-    from ._evaluator import check_rule
-    from ._quadrature import SumRule
+    check_folder(args.out)
+    loaded = load_model(args.params, lr=args.lr, variant=args.variant)
+    model = loaded.model
+    seq_len = args.seq_len if args.seq_len is not None else loaded.seq_len
 
-    try:
-        check_rule(params, lr, SumRule())
-    except ValueError as exc:
-        raise InputError(f"{args.params}: {exc}") from None
-
-    table = RunsTable(args.runs, "nqs")
+    table = RunsTable(args.runs, inputs=model.inputs)
+    if table.use_d:
+        raise InputError(f"{table.path}: plot needs the columns B and K (batch size and steps), "
+                         "not only D")
     keep = table.unfiltered()
     if not keep.any():
         raise InputError(f"{table.path}: every row is marked filtered")
@@ -311,7 +292,7 @@ def run_plot(args: argparse.Namespace) -> int:
         if args.chinchilla is not None:
             chinchilla = load_chinchilla(args.chinchilla)
         else:
-            from ._chinchilla import fit_chinchilla
+            from .._fit import fit_chinchilla
 
             train = table.train_mask()[keep]
             if train.sum() >= 5:
@@ -322,13 +303,13 @@ def run_plot(args: argparse.Namespace) -> int:
                 raise InputError(f"frontier: fitting Chinchilla needs at least 5 training rows "
                                  f"in {table.path}, got {int(train.sum())}; pass --chinchilla")
             else:
-                _note(f"frontier: skipped (fitting Chinchilla needs at least 5 training rows, "
+                note(f"frontier: skipped (fitting Chinchilla needs at least 5 training rows, "
                       f"got {int(train.sum())}; pass --chinchilla)")
                 names.remove("frontier")
     callback, close = drawing_bar(args)
     try:
-        figures = make_figures(names, set(args.plots or ()), params, lr, seq_len, variant,
-                               runs, at, budgets, chinchilla, lambda text: (close(), _note(text)),
+        figures = make_figures(names, set(args.plots or ()), model, seq_len, runs, at, budgets,
+                               chinchilla, lambda text: (close(), note(text)),
                                progress=callback)
     finally:
         close()
@@ -337,5 +318,21 @@ def run_plot(args: argparse.Namespace) -> int:
     paths = save_figures(figures, args.out, args.format, args.dpi)
     for path in paths:
         print(path)
-    _note(f"wrote {len(paths)} figure(s) to {args.out} in {time.monotonic() - started:.1f} s")
-    return 0
+    note(f"wrote {len(paths)} figure(s) to {args.out} in {time.monotonic() - started:.1f} s")
+    return EXIT_OK
+
+
+def check_folder(path: str) -> None:
+    """Refuse an --out folder that cannot be made or written, before any work."""
+    full = os.path.abspath(path)
+    if os.path.exists(full) and not os.path.isdir(full):
+        raise InputError(f"--out {path}: exists and is not a folder")
+    parent = full
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.access(parent, os.W_OK):
+        raise InputError(f"--out {path}: cannot create or write to {parent}")
+
+
+__all__ = ["DESCRIPTION", "EPILOG", "FORMATS", "PLOTS", "add_arguments",
+           "check_folder", "drawing_bar", "make_figures", "run", "save_figures"]

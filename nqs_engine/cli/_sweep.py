@@ -9,14 +9,19 @@ import os
 import sys
 import time
 
-import jax
 import numpy as np
 
-from ._evaluator import PLAN_RULE
-from ._io import InputError, atomic_output, json_text
-from ._sweep import sweep
+from .._io import InputError, atomic_output, json_text
+from ._common import (
+    EXIT_OK,
+    PROG,
+    Progress,
+    add_params_options,
+    add_progress_option,
+    load_model,
+    progress_enabled,
+)
 
-PROG = "nqs-engine"
 
 #: Cells computed per call (blocks of whole N rows): bounds the memory of one call
 #: and paces the progress bar. Blocks share one shape, so one compilation.
@@ -33,10 +38,10 @@ _RANGES = {
     "--compute": (lambda v: v > 0, "> 0"),
 }
 
-SWEEP_DESCRIPTION = f"""\
-Write the predicted loss of the plain (constant-schedule) NQS over every
-cell of the grid N x B x K, or N x B x C at fixed compute, to FILE.npz or
-FILE.csv. The grid is split evenly over the local devices (all of them by
+DESCRIPTION = f"""\
+Write the predicted loss of a loss model (the plain NQS by default; any
+PARAMS.json's model) for constant-schedule runs over every cell of the grid
+N x B x K, or N x B x C at fixed compute, to FILE.npz or FILE.csv. The grid is split evenly over the local devices (all of them by
 default, --devices) and each device evaluates its own cells; the program
 is compiled once per grid shape.
 
@@ -57,16 +62,17 @@ PARAMS (--params): a preset or a JSON file, as for '{PROG} predict'.
 
 Outputs (written whole or not at all; the extension picks the format)
   FILE.npz  arrays N, B, K (or C), loss of shape (len N, len B, len K or C),
-            and metadata: a JSON string with the parameters, lr, seq_len,
-            the axes' names, the quadrature rule, devices and timings
+            and metadata: a JSON string with the model and its parameters,
+            seq_len, the axes' names, devices and timings
   FILE.csv  one row per cell, N slowest and K (or C) fastest, columns
             {", ".join(CSV_COLUMNS)}
 
-Losses use the planning quadrature (relative error below 1e-8), in float64.
+Losses use the model's search quadrature (for the NQS, relative error below
+1e-8), in float64.
 A one-line summary (cells, devices, wall time, cells/s) goes to stderr.
 """
 
-SWEEP_EPILOG = f"""\
+EPILOG = f"""\
 examples:
   {PROG} sweep --params pythia-owt2 --N 1e7:1e10:100 --B 32:4096:8 --pow2-B \\
       --K 1e3:1e6:100 --out grid.npz
@@ -75,10 +81,8 @@ examples:
 """
 
 
-def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
-    from ._cli import _add_params_options, _add_progress_option  # _cli imports this module
-
-    _add_params_options(parser)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_params_options(parser)
     parser.add_argument("--N", required=True, metavar="AXIS",
                         help="model sizes: START:STOP:NUM (geometric) or V1,V2,...")
     parser.add_argument("--B", required=True, metavar="AXIS",
@@ -95,7 +99,7 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
                         help="output, FILE.npz or FILE.csv (written atomically)")
     parser.add_argument("--devices", default="all", metavar="all|N",
                         help="use all local devices (default) or the first N")
-    _add_progress_option(parser)
+    add_progress_option(parser)
 
 
 def parse_axis(text: str, flag: str) -> np.ndarray:
@@ -103,7 +107,7 @@ def parse_axis(text: str, flag: str) -> np.ndarray:
 
     **Example:**
 
-    >>> from nqs_engine._cli_sweep import parse_axis
+    >>> from nqs_engine.cli._sweep import parse_axis
     >>> parse_axis("1e6:1e8:3", "--N").tolist()
     [1000000.0, 10000000.0, 100000000.0]
     >>> parse_axis("64,256", "--B").tolist()
@@ -150,6 +154,8 @@ def _number(part: str, flag: str, text: str) -> float:
 
 
 def _devices(text: str) -> list:
+    import jax
+
     local = jax.local_devices()
     if text.strip().lower() == "all":
         return local
@@ -176,15 +182,17 @@ def _out_format(path: str) -> str:
     return fmt
 
 
-def _compute_grid(params, lr, N, B, X, by_compute, seq_len, devices, bar) -> np.ndarray:
+def _compute_grid(model, N, B, X, by_compute, seq_len, devices, bar) -> np.ndarray:
     """The loss grid, computed in blocks of whole N rows of one shape (one compilation)."""
+    from .._sweep import sweep
+
     rows = max(1, min(N.size, BLOCK_CELLS // (B.size * X.size)))
     out = np.empty((N.size, B.size, X.size))
     kwargs = dict(compute=X, seq_len=seq_len) if by_compute else dict(K=X)
     for start in range(0, N.size, rows):
         block = N[start:start + rows]
         padded = np.concatenate([block, np.full(rows - block.size, block[-1])])
-        loss = sweep(params, padded, B, lr=lr, rule=PLAN_RULE, devices=devices, **kwargs)
+        loss = sweep(model, padded, B, devices=devices, **kwargs)
         out[start:start + block.size] = np.asarray(loss)[:block.size]
         done = start + block.size
         rate = done * B.size * X.size / max(time.monotonic() - bar.start, 1e-9)
@@ -213,9 +221,7 @@ def _write_csv(f, N, B, X, loss, by_compute, seq_len, bar) -> None:
         bar.close()
 
 
-def run_sweep(args: argparse.Namespace) -> int:
-    from ._cli import _Progress, _progress_enabled, _resolve_params
-
+def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     by_compute = args.compute is not None
     N = parse_axis(args.N, "--N")
@@ -231,12 +237,12 @@ def run_sweep(args: argparse.Namespace) -> int:
                          f"at most {2**31 - 2:,} are supported")
     devices = _devices(args.devices)
     fmt = _out_format(args.out)
-    params, lr = _resolve_params(args)
+    model = load_model(args.params, lr=args.lr).model
 
-    show = _progress_enabled(args)
-    bar = _Progress("sweeping", show)
+    show = progress_enabled(args)
+    bar = Progress("sweeping", show)
     try:
-        loss = _compute_grid(params, lr, N, B, X, by_compute, args.seq_len, devices, bar)
+        loss = _compute_grid(model, N, B, X, by_compute, args.seq_len, devices, bar)
     except ValueError as exc:  # the planning rule's domain, stricter than predict's
         raise InputError(f"{args.params}: {exc}") from None
     finally:
@@ -244,10 +250,9 @@ def run_sweep(args: argparse.Namespace) -> int:
     seconds = time.monotonic() - bar.start
     infeasible = int(np.isinf(loss).sum())
     meta = {
-        "model": "nqs", **params.to_dict(), "lr": lr, "seq_len": args.seq_len,
+        **model.to_dict(), "seq_len": args.seq_len,
         "axes": ["N", "B", "C" if by_compute else "K"], "shape": list(loss.shape),
         "infeasible_cells": infeasible,
-        "rule": {f: getattr(PLAN_RULE, f) for f in ("head", "panels", "nodes", "order")},
         "devices": len(devices), "device_kind": devices[0].device_kind,
         "compute_s": seconds,
     }
@@ -258,14 +263,13 @@ def run_sweep(args: argparse.Namespace) -> int:
             np.savez(f, **arrays)
     else:
         with atomic_output(args.out) as f:
-            _write_csv(f, N, B, X, loss, by_compute, args.seq_len, _Progress("writing ", show))
+            _write_csv(f, N, B, X, loss, by_compute, args.seq_len, Progress("writing ", show))
     rate = cells / max(seconds, 1e-9)
     note = f", {infeasible:,} infeasible" if by_compute else ""
     print(f"{PROG}: swept {cells:,} cells ({N.size} x {B.size} x {X.size}{note}) on "
           f"{len(devices)} device(s) in {seconds:.1f} s ({rate:,.0f} cells/s), "
           f"{time.monotonic() - started:.1f} s in all -> {args.out}", file=sys.stderr, flush=True)
-    return 0
+    return EXIT_OK
 
 
-__all__ = ["SWEEP_DESCRIPTION", "SWEEP_EPILOG", "add_sweep_arguments", "parse_axis",
-           "run_sweep"]
+__all__ = ["DESCRIPTION", "EPILOG", "add_arguments", "parse_axis", "run"]

@@ -1,0 +1,646 @@
+r"""The NQS as loss models: the plain risk and the weight-norm variant.
+
+Both hold the seven parameters $\theta = (p, q, P, Q, e_{irr}, R, r)$ ([`nqs_engine.NQSParams`][])
+and the peak step size $\gamma_0$ (`lr`) that a run's learning-rate schedule
+multiplies, and sum over directions with their own [`nqs_engine.SumRule`][]s
+(`rule` for reported predictions, `search_rule` inside fits, plans and sweeps).
+Their flat form for fitting is
+
+$$p = 1 + \mathrm{softplus}(u_1),\ q = q_{min} + \mathrm{softplus}(u_2),\ P = e^{u_3},\
+  Q = \frac{2}{\gamma_{max}}\,\sigma(u_4),\ e_{irr} = e^{u_5},\ R = e^{u_6},\ r = u_7,$$
+
+so every $u$ is a valid model: $p > 1$; $\gamma_{max} Q < 2$ (SGD is stable at
+the largest step size any run takes); and $q > q_{min} = 1.05 \log 2 / \log n_0$,
+which keeps the kink of the summand at $\gamma\lambda_n = 1$ inside the exactly
+summed head of the quadrature rule ($n_0$ = `rule.smooth_from`). $P, Q, e_{irr}, R$
+are searched in log space and $p, q, r$ nearly directly (SPEC section 5); the
+starting points are a Latin hypercube over [`START_RANGES`][].
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from scipy.stats import qmc
+
+from .._custom_types import FloatArray, RealLike
+from .._misc import suggest
+from .._params import DEFAULT_LR, PARAM_NAMES, PRESETS, NQSParams, check_params
+from .._quadrature import SumRule
+from .._risk._fast import losses, plain_loss, theta_of
+from .._risk._risk import (
+    NO_BUCKET,
+    RiskBreakdown,
+    float_array,
+    prepare_inputs,
+    risk,
+    risk_terms,
+    schedule_risk,
+)
+from .._risk._weight_norm import WEIGHT_NORM_RULE, weight_norm_risk, weight_norm_terms
+from .._runs import Runs
+from .._schedule import Schedule
+from ._base import AbstractFitSpace, AbstractLossModel, FitDefaults, read_values
+
+#: Latin-hypercube ranges of the starting points (SPEC section 5); P, Q, e_irr and
+#: R are sampled log-uniformly, p, q and r uniformly.
+START_RANGES: dict[str, tuple[float, float]] = {
+    "p": (1.05, 2.5),
+    "q": (0.6, 2.5),
+    "P": (10.0, 100.0),
+    "Q": (0.05, 20.0),
+    "e_irr": (1.0, 1.5),
+    "R": (0.01, 100.0),
+    "r": (0.6, 2.5),
+}
+_LOG_SPACE = ("P", "Q", "e_irr", "R")
+
+#: The quadrature rule used while fitting (the weight-norm default rule, shared by
+#: both predictors): 171 summand evaluations per sum instead of 461. On the Pythia
+#: ladder it changes the objective by ~1e-13 (relative), far below anything that
+#: moves the optimum; reported objectives and residuals use each model's `rule`.
+FIT_RULE = WEIGHT_NORM_RULE
+
+
+def latin_hypercube_starts(
+    num: int,
+    seed: int = 0,
+    ranges: Mapping[str, tuple[float, float]] | None = None,
+) -> NQSParams:
+    r"""`num` starting points from a scrambled Latin hypercube over `ranges`.
+
+    Each parameter's range (default [`START_RANGES`][], SPEC section 5) is cut
+    into `num` equal strata (in log space for $P, Q, e_{irr}, R$), and each
+    stratum is used exactly once per parameter (`scipy.stats.qmc.LatinHypercube`).
+
+    **Example:**
+
+    >>> import nqs_engine as nqs
+    >>> starts = nqs.latin_hypercube_starts(8, seed=0)
+    >>> starts.shape, bool(((starts.p > 1.05) & (starts.p < 2.5)).all())
+    ((8,), True)
+    """
+    if num < 1:
+        raise ValueError(f"num must be >= 1, got {num}")
+    bounds = dict(START_RANGES)
+    if ranges is not None:
+        unknown = set(ranges) - set(PARAM_NAMES)
+        if unknown:
+            raise ValueError(f"unknown parameter(s) in ranges: {', '.join(sorted(unknown))}")
+        bounds.update(ranges)
+    lo, hi = [], []
+    for name in PARAM_NAMES:
+        a, b = (float(v) for v in bounds[name])
+        if not (np.isfinite(a) and np.isfinite(b) and a < b):
+            raise ValueError(f"range of {name} must be finite with low < high, got ({a}, {b})")
+        if name in _LOG_SPACE:
+            if a <= 0:
+                raise ValueError(f"range of {name} must be positive (sampled in log space)")
+            a, b = np.log(a), np.log(b)
+        lo.append(a)
+        hi.append(b)
+    sample = qmc.LatinHypercube(d=7, seed=np.random.default_rng(seed)).random(num)
+    points = qmc.scale(sample, lo, hi)
+    cols = {}
+    for j, name in enumerate(PARAM_NAMES):
+        cols[name] = np.exp(points[:, j]) if name in _LOG_SPACE else points[:, j]
+    return NQSParams(**cols)
+
+
+def _preset_params(name: str) -> NQSParams:
+    return NQSParams.from_dict(PRESETS[name])
+
+
+def q_floor(rule: SumRule) -> float:
+    r"""$q_{min} = 1.05 \log 2 / \log n_0$: with $\gamma Q < 2$ it keeps $\gamma Q n_0^{-q} < 1$,
+    the kink of the summand inside the exact head of `rule` (5% margin)."""
+    return 1.05 * float(np.log(2.0) / np.log(rule.smooth_from))
+
+
+# ---------------------------------------------------------------------------
+# Prepared data
+# ---------------------------------------------------------------------------
+
+
+class NQSData(eqx.Module):
+    """Runs laid out for the NQS: flat model sizes and segments `(n, S)` (multipliers of lr)."""
+
+    N: FloatArray
+    mult: FloatArray
+    batches: FloatArray
+    steps: FloatArray
+    init_sq_norm: FloatArray | None
+    rule: SumRule = eqx.field(static=True)
+    chunk: int = eqx.field(static=True)
+
+    @property
+    def largest_multiplier(self) -> float:
+        """The largest step-size multiplier any run takes a step at (host side)."""
+        taken = np.where(np.asarray(self.steps) > 0, np.asarray(self.mult), 0)
+        return float(np.max(taken)) if taken.size else 0.0
+
+
+def nqs_data(runs: Runs, rule: SumRule, chunk: int, who: str) -> NQSData:
+    """The runs' schedules flattened to `(n, S)` arrays, with the optional `init_sq_norm` input."""
+    schedule = runs.needs_schedule(who)
+    dummy = NQSParams(1.5, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
+    prepared = prepare_inputs(dummy, runs.N, 1.0, (schedule.lr, schedule.batch, schedule.steps),
+                              rule, chunk=NO_BUCKET)
+    init = runs.inputs.get("init_sq_norm")
+    return NQSData(N=prepared.N, mult=prepared.lrs, batches=prepared.batches,
+                   steps=prepared.steps, init_sq_norm=None if init is None else jnp.asarray(init),
+                   rule=rule, chunk=max(1, min(chunk, runs.size)))
+
+
+# ---------------------------------------------------------------------------
+# The family
+# ---------------------------------------------------------------------------
+
+
+class AbstractNQS(AbstractLossModel):
+    r"""An NQS loss model: parameters $\theta$, peak step size $\gamma_0$ and quadrature rules."""
+
+    params: eqx.AbstractVar[NQSParams]
+    lr: eqx.AbstractVar[FloatArray]
+    rule: eqx.AbstractVar[SumRule]
+    search_rule: eqx.AbstractVar[SumRule]
+    variant: ClassVar[str] = ""
+    terms: ClassVar[tuple[str, ...]] = RiskBreakdown.TERMS
+
+    def parameters(self) -> dict[str, FloatArray]:
+        """The seven NQS parameters by name."""
+        return {name: getattr(self.params, name) for name in PARAM_NAMES}
+
+    def check(self) -> None:
+        """`check_params` with this model's step size, and the kink condition of its rules."""
+        check_params(self.params, self.lr)
+        for rule in (self.rule, self.search_rule):
+            ratio = np.asarray(rule.kink_ratio(np.asarray(self.lr), np.asarray(self.params.Q),
+                                               np.asarray(self.params.q)))
+            if np.any(ratio >= 1):
+                q = float(np.min(np.asarray(self.params.q)))
+                raise ValueError(
+                    f"parameter q = {q:g} is too small for the quadrature rule (lr * Q * "
+                    f"{rule.smooth_from:g}^-q = {float(np.max(ratio)):g} >= 1); raise q or lower "
+                    "lr or Q"
+                )
+
+    def check_peak(self, peak: float) -> None:
+        """Refuse schedules whose largest step-size multiplier `peak` would diverge."""
+        if peak <= 1:
+            return
+        gamma = float(np.max(np.asarray(self.lr))) * peak
+        Q, q = float(np.max(np.asarray(self.params.Q))), float(np.min(np.asarray(self.params.q)))
+        if gamma * Q >= 2:
+            raise ValueError(
+                f"step size diverges: the schedule's largest multiplier {peak:g} gives "
+                f"lr * {peak:g} * Q = {gamma * Q:g} >= 2; lower lr or the multiplier"
+            )
+        if self.rule.kink_ratio(gamma, Q, q) >= 1:
+            raise ValueError(
+                f"parameter q = {q:g} is too small for the engine's quadrature rule at the "
+                f"schedule's largest step size lr * {peak:g}; raise q, or lower lr or Q"
+            )
+
+    def options(self) -> dict[str, Any]:
+        """The step size (and the variant's own settings)."""
+        return {"lr": float(np.asarray(self.lr)), **self.variant_options()}
+
+    def variant_options(self) -> dict[str, Any]:
+        """Settings of the variant besides the step size (none for the plain risk)."""
+        return {}
+
+    def with_params(self, params: NQSParams) -> "AbstractNQS":
+        """The same model with other parameters."""
+        return eqx.tree_at(lambda m: m.params, self, params)
+
+    def as_variant(self, variant: str) -> "AbstractNQS":
+        """The same parameters and step size in another variant (`"plain"`, `"weight-norm"`)."""
+        return nqs_model(variant, self.params, self.lr)
+
+    def fit_space(self, runs: Runs, weights: np.ndarray | None = None) -> "NQSSpace":
+        used = np.ones(runs.size, bool) if weights is None else np.asarray(weights) > 0
+        _check_design(runs, used)
+        data = nqs_data(runs, self.search_rule, 1, type(self).__name__)
+        peak = data.largest_multiplier * float(np.max(np.asarray(self.lr)))
+        if not peak > 0:
+            raise ValueError("no run takes a step with a positive step size; nothing to fit")
+        return NQSSpace(template=self, lr_max=jnp.asarray(peak),
+                        q_min=q_floor(self.search_rule), remarks=tuple(design_notes(runs, used)))
+
+    @classmethod
+    def preset(cls, name: str) -> "AbstractNQS":
+        """The named parameter preset (see [`nqs_engine.PRESETS`][]) as this model.
+
+        **Example:**
+
+        >>> import nqs_engine as nqs
+        >>> round(float(nqs.NQS.preset("pythia-owt2").lr), 3)
+        1.999
+        """
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}{suggest(name, PRESETS)}; available: "
+                             f"{', '.join(sorted(PRESETS))}")
+        values = PRESETS[name]
+        return cls(NQSParams.from_dict(values), lr=float(values["lr"]))
+
+
+def _check_design(runs: Runs, used: np.ndarray, min_rows: int = 8) -> None:
+    """Refuse data that cannot pin down the seven parameters at all."""
+    rows = int(np.sum(used))
+    if rows < min_rows:
+        raise ValueError(
+            f"too few observations to fit the 7 NQS parameters: {rows} (need at least "
+            f"{min_rows} rows: final losses or checkpoints)"
+        )
+    tokens = np.asarray(runs.tokens)[used]
+    steps = np.asarray(runs.step)[used]
+    if np.unique(tokens).size < 2 and np.unique(steps).size < 2:
+        raise ValueError(
+            "degenerate design: every run sees the same number of tokens; the fit needs "
+            "runs of different lengths or batch sizes, or checkpoints along the runs"
+        )
+
+
+def design_notes(runs: Runs, used: np.ndarray) -> list[str]:
+    """What the data cannot identify (reported with the fit, not refused)."""
+    notes = []
+    if np.unique(np.asarray(runs.N)[used]).size < 2:
+        notes.append(
+            "every run has the same model size: e_irr and the approximation term "
+            "(1/2) P zeta(p, N + 1) are identified only as their sum, so predictions "
+            "for other model sizes extrapolate the fitted spectrum"
+        )
+    return notes
+
+
+def _nqs_values(values: Mapping[str, Any], source: str, extra: Mapping[str, Any]):
+    out = read_values(values, source, PARAM_NAMES, {"lr": DEFAULT_LR, **extra})
+    params = NQSParams(**{k: np.asarray(out[k]) for k in PARAM_NAMES})
+    return params, out
+
+
+class NQS(AbstractNQS):
+    r"""The plain NQS (SPEC section 1): the expected risk of SGD on the noisy quadratic.
+
+    For a run of $N$ directions under segments $(\gamma_s, B_s, k_s)$,
+    $\gamma_s = m_s \gamma_0$, each direction starts at $b = 1$, $v = 0$ and, with
+    $a_s = 1 - \gamma_s \lambda_n$, $\lambda_n = Q n^{-q}$,
+
+    $$b \leftarrow b\,a_s^{2k_s},\qquad
+      v \leftarrow v\,a_s^{2k_s} + \frac{\gamma_s^2}{B_s}\frac{1 - a_s^{2k_s}}{1 - a_s^2};$$
+
+    $L = e_{irr} + \tfrac12 P\zeta(p, N+1) + \sum_{n\le N} \tfrac12 P n^{-p} b_n
+    + \sum_{n \le N} \tfrac12 \lambda_n R n^{-r} v_n$. Calling it returns a
+    [`nqs_engine.RiskBreakdown`][] ([`nqs_engine.risk`][] and
+    [`nqs_engine.schedule_risk`][] are its functional face).
+
+    **Arguments:** `params` ([`nqs_engine.NQSParams`][]; default the published fit
+    to the Pythia ladder, preset `pythia-owt2`), `lr` $= \gamma_0$ (default 1.999),
+    `rule` (predictions) and `search_rule` (inside fits, plans, sweeps).
+
+    **Example:**
+
+    >>> import nqs_engine as nqs
+    >>> model = nqs.NQS.preset("pythia-owt2")
+    >>> round(float(model(1e8, 256, 20_000).total), 4)
+    2.4126
+    >>> cosine = nqs.Schedule.cosine(20_000, 256, pieces=32, warmup=0.01)
+    >>> round(float(model(1e8, schedule=cosine).total), 4)
+    2.3572
+    """
+
+    params: NQSParams = eqx.field(default_factory=lambda: _preset_params("pythia-owt2"))
+    lr: FloatArray = eqx.field(converter=jnp.asarray, default=DEFAULT_LR)
+    rule: SumRule = eqx.field(static=True, default=SumRule())
+    search_rule: SumRule = eqx.field(static=True, default=FIT_RULE)
+    kind: ClassVar[str] = "nqs"
+    label: ClassVar[str] = "plain"
+    variant: ClassVar[str] = "plain"
+    fit_defaults: ClassVar[FitDefaults] = FitDefaults()
+
+    def __check_init__(self):
+        if not isinstance(self.params, NQSParams):
+            raise TypeError(f"params must be an NQSParams, got {type(self.params).__name__}")
+
+    def __call__(self, N: RealLike, B: RealLike = None, K: RealLike = None, *,
+                 schedule: Schedule | None = None, **inputs: Any):
+        _no_inputs(inputs, ())
+        if schedule is None:
+            if B is None or K is None:
+                raise ValueError("give B and K, or a schedule")
+            return risk(self.params, N, B, K, lr=self.lr, rule=self.rule)
+        if B is not None or K is not None:
+            raise ValueError("give B and K, or a schedule, not both")
+        return schedule_risk(self.params, N, schedule, lr=self.lr, rule=self.rule)
+
+    def prepare(self, runs: Runs, *, search: bool = False) -> NQSData:
+        return nqs_data(runs, self.search_rule if search else self.rule, 1024, "the NQS")
+
+    def predict_prepared(self, data: NQSData) -> FloatArray:
+        n = data.N.shape[0]
+        theta = jnp.broadcast_to(theta_of(self.params, data.N.dtype)[:, None], (7, n))
+        lrs = self.lr * data.mult
+        terms = risk_terms(theta, data.N, lrs, data.batches, data.steps, data.rule, data.chunk,
+                           check=False)
+        return terms[0] + terms[1] + terms[2] + terms[3]
+
+    def planning_loss(self, N, B, K, seq_len):
+        theta = theta_of(self.params)
+        N, B, K = jnp.broadcast_arrays(*(jnp.asarray(v, theta.dtype) for v in (N, B, K)))
+        if N.ndim == 0:
+            return plain_loss(theta, N, B, K, self.lr, self.search_rule)
+        shape = N.shape
+        flat = [v.reshape(-1) for v in (N, B, K)]
+        return losses(theta, *flat, self.lr, self.search_rule).reshape(shape)
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, Any], source: str) -> AbstractNQS:
+        values = dict(values)
+        variant = values.pop("variant", None) or "plain"
+        if variant != cls.variant:  # files that name the variant beside model "nqs"
+            return _VARIANTS_BY_NAME[_variant_name(variant, source)].from_values(values, source)
+        params, out = _nqs_values(values, source, {})
+        return cls(params, lr=out["lr"])
+
+
+class WeightNormNQS(AbstractNQS):
+    r"""The weight-norm variant of the NQS (SPEC section 2): the step size decays as the
+    expected squared weight norm $W_2$ grows.
+
+    The run is cut into stairs of $w(K)$ steps (and at the schedule's change
+    points); before each stair
+    $\gamma \leftarrow \min(\gamma_{prev}, \gamma_{sched}, \gamma_0 s/(s + W_2))$ with
+    $s = E\|w_0\|^2 = N \sigma_0^2$ ($\sigma_0$ = `init_scale`, default 0.02) unless a run
+    gives its own `init_sq_norm`. [`nqs_engine.weight_norm_risk`][] is its functional face.
+
+    **Example:**
+
+    >>> import nqs_engine as nqs
+    >>> model = nqs.WeightNormNQS.preset("pythia-owt2")
+    >>> round(float(model(1e8, 256, 10_000).total), 4) != round(float(
+    ...     model.as_variant("plain")(1e8, 256, 10_000).total), 4)
+    True
+    """
+
+    params: NQSParams = eqx.field(default_factory=lambda: _preset_params("pythia-owt2"))
+    lr: FloatArray = eqx.field(converter=jnp.asarray, default=DEFAULT_LR)
+    init_scale: FloatArray = eqx.field(converter=jnp.asarray, default=0.02)
+    rule: SumRule = eqx.field(static=True, default=WEIGHT_NORM_RULE)
+    search_rule: SumRule = eqx.field(static=True, default=WEIGHT_NORM_RULE)
+    kind: ClassVar[str] = "nqs-weight-norm"
+    label: ClassVar[str] = "weight-norm"
+    inputs: ClassVar[tuple[str, ...]] = ("init_sq_norm",)
+    variant: ClassVar[str] = "weight-norm"
+    smooth_in_steps: ClassVar[bool] = False  # the stairs make the loss piecewise in K
+
+    def __check_init__(self):
+        if not isinstance(self.params, NQSParams):
+            raise TypeError(f"params must be an NQSParams, got {type(self.params).__name__}")
+
+    def variant_options(self) -> dict[str, Any]:
+        return {"init_scale": float(np.asarray(self.init_scale))}
+
+    def __call__(self, N: RealLike, B: RealLike = None, K: RealLike = None, *,
+                 schedule: Schedule | None = None, **inputs: Any):
+        _no_inputs(inputs, type(self).inputs)
+        if schedule is None:
+            if B is None or K is None:
+                raise ValueError("give B and K, or a schedule")
+            schedule = Schedule.constant(K, B)
+        elif B is not None or K is not None:
+            raise ValueError("give B and K, or a schedule, not both")
+        init = inputs.get("init_sq_norm")
+        if init is None:
+            init = float_array(N, "N") * self.init_scale**2
+        return weight_norm_risk(self.params, N, schedule, lr=self.lr, init_sq_norm=init,
+                                rule=self.rule)
+
+    def prepare(self, runs: Runs, *, search: bool = False) -> NQSData:
+        return nqs_data(runs, self.search_rule if search else self.rule, 16,
+                        "the weight-norm NQS")
+
+    def predict_prepared(self, data: NQSData) -> FloatArray:
+        n = data.N.shape[0]
+        theta = jnp.broadcast_to(theta_of(self.params, data.N.dtype)[:, None], (7, n))
+        s0 = data.N * self.init_scale**2 if data.init_sq_norm is None else data.init_sq_norm
+        gamma0 = jnp.broadcast_to(jnp.asarray(self.lr, data.N.dtype), (n,))
+        bias, var, approx = weight_norm_terms(theta, data.N, gamma0[:, None] * data.mult,
+                                              data.batches, data.steps, gamma0, s0, data.rule,
+                                              data.chunk, check=False)
+        return theta[4] + approx + bias + var
+
+    def planning_loss(self, N, B, K, seq_len):
+        theta = theta_of(self.params)
+        N, B, K = jnp.broadcast_arrays(*(jnp.asarray(v, theta.dtype) for v in (N, B, K)))
+        shape = N.shape
+        N, B, K = (v.reshape(-1) for v in (N, B, K))
+        n = N.shape[0]
+        gamma0 = jnp.full((n,), self.lr, theta.dtype)
+        th = jnp.broadcast_to(theta[:, None], (7, n))
+        bias, var, approx = weight_norm_terms(th, N, gamma0[:, None], B[:, None], K[:, None],
+                                              gamma0, N * self.init_scale**2, self.search_rule,
+                                              16, check=False)
+        return (theta[4] + approx + bias + var).reshape(shape)
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, Any], source: str) -> AbstractNQS:
+        values = dict(values)
+        variant = values.pop("variant", None) or cls.variant
+        if variant != cls.variant:
+            return _VARIANTS_BY_NAME[_variant_name(variant, source)].from_values(values, source)
+        params, out = _nqs_values(values, source, {"init_scale": 0.02})
+        return cls(params, lr=out["lr"], init_scale=out["init_scale"])
+
+
+#: The NQS variants by name (`--variant` of the command line).
+_VARIANTS_BY_NAME: dict[str, type] = {"plain": NQS, "weight-norm": WeightNormNQS}
+VARIANTS = tuple(_VARIANTS_BY_NAME)
+
+
+def _variant_name(variant: Any, source: str) -> str:
+    if variant not in _VARIANTS_BY_NAME:
+        raise ValueError(f"{source}: variant must be one of {', '.join(VARIANTS)}, got "
+                         f"{variant!r}")
+    return variant
+
+
+def _no_inputs(inputs: Mapping[str, Any], known: tuple[str, ...]) -> None:
+    extra = [k for k in inputs if k not in known]
+    if extra:
+        allowed = ", ".join(known) or "none"
+        raise ValueError(f"the NQS does not take the input(s) {', '.join(extra)} (it takes: "
+                         f"{allowed}); give B and K, or a schedule")
+
+
+def nqs_model(variant: str, params: NQSParams, lr: RealLike = DEFAULT_LR,
+              rule: SumRule | None = None) -> AbstractNQS:
+    """The NQS model of `variant` (`"plain"` or `"weight-norm"`) with these parameters.
+
+    **Example:**
+
+    >>> import nqs_engine as nqs
+    >>> from nqs_engine._model import nqs_model
+    >>> params, lr = nqs.preset("pythia-owt2")
+    >>> type(nqs_model("weight-norm", params, lr)).__name__
+    'WeightNormNQS'
+    """
+    cls = _VARIANTS_BY_NAME[_variant_name(variant, "variant")]
+    model = cls(params, lr=lr)
+    return model if rule is None else dataclasses.replace(model, rule=rule)
+
+
+def as_model(params: Any, lr: RealLike | None = None, variant: str | None = None,
+             rule: SumRule | None = None) -> AbstractLossModel:
+    """A checked loss model from a model, or from `NQSParams` with `lr` and `variant`.
+
+    The consumers that took `NQSParams` before loss models existed (planning,
+    sweeps, figures) accept either through this. With `NQSParams`, `rule` is the
+    quadrature of the search (default the planning rule, `search_rule`). A
+    model carries its own step size and rules: giving `lr`, `variant` or `rule`
+    with one is an error.
+
+    **Example:**
+
+    >>> import nqs_engine as nqs
+    >>> from nqs_engine._model import as_model
+    >>> params, lr = nqs.preset("pythia-owt2")
+    >>> type(as_model(params, lr, "weight-norm")).__name__, type(as_model(nqs.NQS())).__name__
+    ('WeightNormNQS', 'NQS')
+    """
+    if isinstance(params, AbstractLossModel):
+        if lr is not None or variant is not None or rule is not None:
+            raise ValueError("lr, variant and rule go with NQSParams; a model carries its own")
+        params.check()
+        return params
+    if not isinstance(params, NQSParams):
+        raise TypeError(f"params must be a loss model or an NQSParams, got {type(params).__name__}")
+    model = nqs_model(variant or "plain", params, DEFAULT_LR if lr is None else lr)
+    if rule is not None:
+        model = dataclasses.replace(model, search_rule=rule)
+    model.check()
+    return model
+
+
+def predict_runs(
+    params: NQSParams,
+    runs: Runs,
+    *,
+    lr: RealLike = DEFAULT_LR,
+    variant: str = "plain",
+    rule: SumRule | None = None,
+) -> FloatArray:
+    r"""Predicted loss of every row of `runs` with the plain or weight-norm NQS.
+
+    The functional face of [`AbstractLossModel.predict`][]: `params` may be batched
+    (shape `(M,)`, e.g. bootstrap samples), giving `(M, n)`. The plain predictor is
+    [`nqs_engine.schedule_risk`][], the other [`nqs_engine.weight_norm_risk`][]
+    (initial squared norm $N \cdot 0.02^2$).
+
+    **Example:**
+
+    >>> import nqs_engine as nqs
+    >>> params, lr = nqs.preset("pythia-owt2")
+    >>> runs = nqs.Runs.from_arrays(N=[1e7, 1e8], B=256, K=5000, loss=[3.4, 3.1])
+    >>> nqs.predict_runs(params, runs, lr=lr).shape
+    (2,)
+    """
+    return nqs_model(variant, params, lr, rule).predict(runs)
+
+
+# ---------------------------------------------------------------------------
+# The flat form for fitting
+# ---------------------------------------------------------------------------
+
+
+def _inv_softplus(v):
+    v = np.maximum(v, 1e-12)
+    return v + np.log(-np.expm1(-v))
+
+
+class NQSSpace(AbstractFitSpace):
+    """The unconstrained coordinates of the NQS (module docstring), for one data set."""
+
+    template: AbstractNQS
+    lr_max: FloatArray
+    q_min: float = eqx.field(static=True)
+    remarks: tuple[str, ...] = eqx.field(static=True, default=())
+
+    def theta(self, u):
+        """u -> the seven parameters (a tuple), pure JAX."""
+        u = jnp.clip(u, -50.0, 50.0)  # keeps far line-search probes finite
+        sp = jax.nn.softplus
+        Q = (2.0 / self.lr_max) * jax.nn.sigmoid(u[3])
+        return (1.0 + sp(u[0]), self.q_min + sp(u[1]), jnp.exp(u[2]), Q,
+                jnp.exp(u[4]), jnp.exp(u[5]), u[6])
+
+    def to_model(self, u):
+        return self.template.with_params(NQSParams(*self.theta(u)))
+
+    def to_flat(self, model) -> np.ndarray:
+        t = np.stack([np.asarray(getattr(model.params, n), np.float64) for n in PARAM_NAMES],
+                     axis=-1)
+        return self.flat_of_theta(t)
+
+    def flat_of_theta(self, theta: np.ndarray) -> np.ndarray:
+        """theta (..., 7) -> u (..., 7); values outside the domain are clipped into it."""
+        t = np.asarray(theta, dtype=np.float64)
+        tiny = 1e-12
+        s = np.clip(t[..., 3] * float(np.asarray(self.lr_max)) / 2, tiny, 1 - 1e-9)
+        return np.stack(
+            [
+                _inv_softplus(t[..., 0] - 1),
+                _inv_softplus(t[..., 1] - self.q_min),
+                np.log(np.maximum(t[..., 2], tiny)),
+                np.log(s) - np.log1p(-s),
+                np.log(np.maximum(t[..., 4], tiny)),
+                np.log(np.maximum(t[..., 5], tiny)),
+                t[..., 6],
+            ],
+            axis=-1,
+        )
+
+    def candidates(self, num, seed, ranges) -> np.ndarray:
+        starts = latin_hypercube_starts(int(num or 4096), seed, ranges)
+        theta = np.stack([np.asarray(getattr(starts, n), float) for n in PARAM_NAMES], axis=-1)
+        return self.flat_of_theta(theta)
+
+    def describe_bounds(self, model) -> list[str]:
+        u = self.to_flat(model)
+        p = model.params
+        notes = list(self.remarks)
+        if u[3] > 6.9:  # sigmoid > 0.999: Q within 0.1% of the stability limit
+            notes.append(f"Q = {float(p.Q):.6g} is at the edge of stability: lr * Q * (largest "
+                         f"multiplier) = {2 / (1 + np.exp(-u[3])):.4f} -> 2; a larger step size "
+                         "than the data's will diverge")
+        if float(p.e_irr) < 1e-6:
+            notes.append(f"e_irr = {float(p.e_irr):.3g} sits at its bound 0")
+        if float(p.p) < 1 + 1e-6:
+            notes.append(f"p = {float(p.p):.8g} sits at its bound 1")
+        if float(p.q) < self.q_min * (1 + 1e-6):
+            notes.append(f"q = {float(p.q):.6g} sits at its bound {self.q_min:.6g}")
+        return notes
+
+
+__all__ = [
+    "AbstractNQS",
+    "FIT_RULE",
+    "NQS",
+    "NQSData",
+    "NQSSpace",
+    "START_RANGES",
+    "VARIANTS",
+    "as_model",
+    "WeightNormNQS",
+    "latin_hypercube_starts",
+    "nqs_data",
+    "nqs_model",
+    "predict_runs",
+    "q_floor",
+]

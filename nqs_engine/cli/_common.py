@@ -1,0 +1,396 @@
+"""What the commands share: errors and exit codes, progress bars, option types,
+parameter loading, and the runs table of `fit`, `evaluate` and `plot`."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+from typing import IO, Any
+
+import numpy as np
+
+from .._io import Column, CsvColumns, InputError, read_json
+
+PROG = "nqs-engine"
+
+#: Exit statuses.
+EXIT_OK, EXIT_INTERNAL, EXIT_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+# ---------------------------------------------------------------------------
+# Terminal output
+# ---------------------------------------------------------------------------
+
+
+def error(message: str, stream: IO[str] | None = None) -> None:
+    """Print `nqs-engine: error: MESSAGE` on stderr (one line)."""
+    stream = sys.stderr if stream is None else stream
+    print(f"{PROG}: error: {message}", file=stream, flush=True)
+
+
+def note(text: str) -> None:
+    """Print `nqs-engine: TEXT` on stderr."""
+    print(f"{PROG}: {text}", file=sys.stderr, flush=True)
+
+
+def duration(seconds: float) -> str:
+    """`m:ss` or `h:mm:ss`."""
+    seconds = max(0, int(round(seconds)))
+    hours, rest = divmod(seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
+
+
+class Progress:
+    """A one-line progress bar on stderr, redrawn at most every 0.2 s.
+
+    Does nothing when disabled; always ends its line on [`Progress.close`][]
+    so that a following message starts on a fresh line.
+    """
+
+    def __init__(self, label: str, enabled: bool, stream: IO[str] | None = None):
+        self.label = label
+        self.enabled = enabled
+        self.stream = sys.stderr if stream is None else stream
+        self.start = time.monotonic()
+        self._last = -1.0
+        self._drawn = False
+
+    def show(self, fraction: float, detail: str, force: bool = False) -> None:
+        """Redraw with `fraction` (0..1) done and a `detail` text after the bar."""
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if not force and now - self._last < 0.2:
+            return
+        self._last = now
+        fraction = min(max(fraction, 0.0), 1.0)
+        width = 28
+        filled = int(fraction * width)
+        bar = "#" * filled + "." * (width - filled)
+        elapsed = now - self.start
+        eta = duration(elapsed * (1 - fraction) / fraction) if fraction > 0 else "?"
+        line = f"{self.label} [{bar}] {100 * fraction:5.1f}% {detail} ETA {eta}"
+        self.stream.write("\r" + line + "\x1b[K")
+        self.stream.flush()
+        self._drawn = True
+
+    def close(self) -> None:
+        """End the bar's line (if one was drawn)."""
+        if self._drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._drawn = False
+
+
+def progress_enabled(args: argparse.Namespace) -> bool:
+    """Whether to draw bars: stderr is a terminal and --no-progress was not given."""
+    return not args.no_progress and sys.stderr.isatty()
+
+
+def add_progress_option(parser: argparse.ArgumentParser) -> None:
+    """The --no-progress flag every long-running command takes."""
+    parser.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bar on stderr (it is shown only when stderr is a terminal); "
+        "the one-line summary at the end is still printed",
+    )
+
+
+# ---------------------------------------------------------------------------
+# Option types
+# ---------------------------------------------------------------------------
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1 (argparse type)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def positive(text: str) -> float:
+    """A finite number > 0 (argparse type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def nonneg(text: str) -> float:
+    """A finite number >= 0 (argparse type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
+def positive_list(text: str) -> list[float]:
+    """A comma list of finite numbers > 0, with no empty item (argparse type)."""
+    parts = [p.strip() for p in text.split(",")]
+    if not parts or any(not p for p in parts):
+        raise argparse.ArgumentTypeError(
+            f"expected a comma list of positive numbers such as 1e18,1e19, got {text!r} "
+            "(an empty item?)")
+    values = []
+    for p in parts:
+        try:
+            v = float(p)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected a comma list of positive numbers, {p!r} is not a number") from None
+        if not (math.isfinite(v) and v > 0):
+            raise argparse.ArgumentTypeError(
+                f"expected a comma list of positive numbers, got {p!r} (must be > 0 and finite)")
+        values.append(v)
+    return values
+
+
+# ---------------------------------------------------------------------------
+# Parameters: a preset name or a PARAMS.json, as a loss model
+# ---------------------------------------------------------------------------
+
+
+def add_params_options(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    """--params (a PARAMS.json or a preset) and --lr (the NQS step size)."""
+    from .._params import DEFAULT_LR, PRESETS
+
+    presets = ", ".join(sorted(PRESETS))
+    parser.add_argument(
+        "--params",
+        required=required,
+        metavar="PARAMS",
+        help=f"parameters: a JSON file (format below) or a preset name ({presets})",
+    )
+    parser.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        metavar="LR",
+        help=f"NQS peak step size gamma0; overrides 'lr' in PARAMS (default: PARAMS' lr, "
+        f"else {DEFAULT_LR})",
+    )
+
+
+class Loaded:
+    """A loss model read from a preset or a PARAMS.json, with what the file says beside it.
+
+    `model`; `seq_len` (tokens per sequence of the runs it was fitted to: the
+    file's `seq_len`, else 128); `source` (how messages name it); `data` (the
+    file's whole mapping, `{}` for a preset).
+    """
+
+    def __init__(self, model, seq_len: float, source: str, data: dict):
+        self.model, self.seq_len, self.source, self.data = model, seq_len, source, data
+
+
+def load_model(source: str, *, lr: float | None = None, variant: str | None = None,
+               flag: str = "--params") -> Loaded:
+    """The model of a preset name or a PARAMS.json (`InputError` naming the problem).
+
+    A name in the NQS presets selects it (write `./NAME` for a file of that
+    name); anything else is read as JSON and turned into its model by its
+    `"model"` key, every key checked. `lr` replaces an NQS model's step size and
+    `variant` its variant; the model's domain is checked before returning.
+    """
+    from .._model import AbstractNQS, NQS, model_from_dict
+    from .._params import PRESETS
+    from .._misc import suggest
+
+    if source in PRESETS:
+        model, data, where = NQS.preset(source), {}, f"preset {source!r}"
+    else:
+        if not os.path.exists(source):
+            hint = suggest(source, PRESETS)
+            raise InputError(f"{source}: no such file, nor a preset name{hint} (presets: "
+                             f"{', '.join(sorted(PRESETS))})")
+        data = read_json(source)
+        where = source
+        try:
+            model = model_from_dict(data, source)
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
+    seq_len = data.get("seq_len", 128.0) if isinstance(data, dict) else 128.0
+    if isinstance(seq_len, bool) or not isinstance(seq_len, (int, float)) or not seq_len > 0:
+        raise InputError(f"{where}: seq_len must be a number > 0, got {seq_len!r}")
+    if variant is not None or lr is not None:
+        if not isinstance(model, AbstractNQS):
+            what = "--lr" if lr is not None else "--variant"
+            raise InputError(f"{where}: {what} applies to NQS parameters, but this is a "
+                             f"{type(model).__name__} model")
+        if variant is not None:
+            model = model.as_variant(variant)
+        if lr is not None:
+            import jax.numpy as jnp
+            import equinox as eqx
+
+            model = eqx.tree_at(lambda m: m.lr, model, jnp.asarray(lr))
+            where = f"{where} with --lr {lr:g}"
+    try:
+        model.check()
+    except ValueError as exc:
+        raise InputError(f"{where}: {exc}") from None
+    return Loaded(model, float(seq_len), where, data if isinstance(data, dict) else {})
+
+
+def load_chinchilla(text: str, flag: str = "--chinchilla"):
+    """A Chinchilla model from a Chinchilla preset or PARAMS.json (InputError if not)."""
+    from .._model import Chinchilla
+    from .._model._chinchilla import CHINCHILLA_PRESETS
+    from .._misc import suggest
+
+    if text in CHINCHILLA_PRESETS and not os.path.exists(text):
+        return Chinchilla.preset(text)
+    if not os.path.exists(text):
+        raise InputError(f"{flag} {text}: no such file, nor a Chinchilla preset"
+                         f"{suggest(text, CHINCHILLA_PRESETS)} "
+                         f"({', '.join(sorted(CHINCHILLA_PRESETS))})")
+    loaded = load_model(text, flag=flag)
+    if not isinstance(loaded.model, Chinchilla):
+        raise InputError(f"{text}: {flag} needs a Chinchilla PARAMS.json (from "
+                         f"'{PROG} fit --model chinchilla') or a preset "
+                         f"({', '.join(sorted(CHINCHILLA_PRESETS))}), got a "
+                         f"{type(loaded.model).__name__} model")
+    return loaded.model
+
+
+def require_nqs(loaded: Loaded, command: str):
+    """The loaded model if it is an NQS model, else the one-line error naming the command."""
+    from .._model import AbstractNQS
+
+    if not isinstance(loaded.model, AbstractNQS):
+        raise InputError(f"{loaded.source}: {command} needs NQS parameters, but this file holds "
+                         f"a {type(loaded.model).__name__} model ('model': "
+                         f"{loaded.model.kind!r})")
+    return loaded.model
+
+
+def runtime_message(exc: BaseException) -> str:
+    """The message of an `eqx.error_if` failure, without JAX's debugging advice."""
+    text = str(exc)
+    for line in text.splitlines():
+        if "EquinoxRuntimeError:" in line:
+            return line.split("EquinoxRuntimeError:", 1)[1].strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+def check_out(path: str) -> None:
+    """Refuse an --out that cannot be written (folder missing, a directory) before any work."""
+    full = os.path.abspath(path)
+    if os.path.isdir(full):
+        raise InputError(f"--out {path}: is a directory, expected a file name for the output")
+    if not os.path.isdir(os.path.dirname(full)):
+        raise InputError(f"--out {path}: the folder {os.path.dirname(full)} does not exist")
+    if not os.access(os.path.dirname(full), os.W_OK):
+        raise InputError(f"--out {path}: the folder {os.path.dirname(full)} is not writable")
+
+
+# ---------------------------------------------------------------------------
+# The runs table of fit, evaluate and plot
+# ---------------------------------------------------------------------------
+
+_TRUE = {"true", "1", "yes", "y", "t"}
+N_COLUMN = Column("N", lambda v: v >= 1, "must be >= 1", "model size")
+B_COLUMN = Column("B", lambda v: v > 0, "must be > 0", "batch size")
+K_COLUMN = Column("K", lambda v: v >= 0, "must be >= 0", "number of steps")
+D_COLUMN = Column("D", lambda v: v > 0, "must be > 0", "tokens")
+LOSS_COLUMN = Column("loss", lambda v: v > 0, "must be > 0", "observed loss")
+STEP_COLUMN = Column("step", lambda v: v >= 0, "must be >= 0", "checkpoint step")
+TEXT_COLUMNS = ("split", "type", "filtered", "run")
+
+
+class RunsTable:
+    """A runs CSV read whole (fits use at most thousands of rows), validated row by row.
+
+    Columns: `N`; `B` and `K`, or `D` (tokens) alone; `loss` (unless
+    `need_loss=False`); optional `step`, `run`, `split`, `type`, `filtered`, and
+    the model's own per-run inputs `inputs` (e.g. `init_sq_norm`).
+    """
+
+    def __init__(self, path: str, need_loss: bool = True, inputs: tuple[str, ...] = ()):
+        header = CsvColumns(path, (), expected="N, B, K" + (", loss" if need_loss else "")).header
+        names = {h.strip() for h in header}
+        self.use_d = "D" in names and not ({"B", "K"} <= names)
+        required = [N_COLUMN] + ([D_COLUMN] if self.use_d else [B_COLUMN, K_COLUMN])
+        required += [LOSS_COLUMN] if need_loss else []
+        optional = ([] if self.use_d else [STEP_COLUMN])
+        optional += [Column(name, lambda v: np.isfinite(v), "must be finite", "model input")
+                     for name in inputs]
+        text = [(t, t) for t in TEXT_COLUMNS if t in names]
+        table = CsvColumns(path, required, optional=optional, text=text)
+        chunks = list(table.chunks(1_000_000))
+        if not chunks:
+            raise InputError(f"{table.path}: no data rows (only a header); expected one row per "
+                             f"run with columns {', '.join(c.name for c in required)}")
+        self.path = table.path
+        self.header = table.header
+        self.rows = [row for c in chunks for row in c.rows]
+        self.values = {c.name: np.concatenate([ch.values[c.name] for ch in chunks])
+                       for c in table.columns}
+        self.texts = {t: np.array([x for ch in chunks for x in ch.texts[t]]) for t, _ in text}
+        self.inputs = tuple(name for name in inputs if name in self.values)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def unfiltered(self) -> np.ndarray:
+        """Rows whose `filtered` column (when present) is not true."""
+        if "filtered" not in self.texts:
+            return np.ones(len(self), bool)
+        return ~np.isin(np.char.lower(self.texts["filtered"]), list(_TRUE))
+
+    def train_mask(self) -> np.ndarray:
+        """Rows to fit: unfiltered, and split == train when the column exists."""
+        keep = self.unfiltered()
+        if "split" in self.texts:
+            keep &= np.char.lower(self.texts["split"]) == "train"
+        return keep
+
+    def tokens(self, seq_len: float) -> np.ndarray:
+        """Tokens of every row: `D`, or B K seq_len."""
+        if self.use_d:
+            return self.values["D"]
+        return self.values["B"] * self.values["K"] * seq_len
+
+    def runs(self, mask: np.ndarray, seq_len: float, schedules: Any = None):
+        """The rows of `mask` as [`nqs_engine.Runs`][] (with `schedules`, one per row, if given)."""
+        from .._runs import Runs
+
+        v = {k: a[mask] for k, a in self.values.items()}
+        run = self.texts["run"][mask] if "run" in self.texts else None
+        inputs = {name: v[name] for name in self.inputs}
+        try:
+            if self.use_d:
+                return Runs.from_arrays(v["N"], D=v["D"], loss=v.get("loss"), run=run,
+                                        seq_len=seq_len, inputs=inputs)
+            if schedules is not None:
+                return Runs.from_arrays(v["N"], loss=v.get("loss"), schedule=schedules,
+                                        step=v.get("step"), run=run, seq_len=seq_len,
+                                        inputs=inputs)
+            return Runs.from_arrays(v["N"], v["B"], v["K"], v.get("loss"), step=v.get("step"),
+                                    run=run, seq_len=seq_len, inputs=inputs)
+        except ValueError as exc:
+            raise InputError(f"{self.path}: {exc}") from None
+
+
+__all__ = [
+    "EXIT_INPUT", "EXIT_INTERNAL", "EXIT_INTERRUPTED", "EXIT_OK", "InputError", "Loaded", "PROG",
+    "Progress", "RunsTable", "add_params_options", "add_progress_option", "check_out", "duration",
+    "error", "load_chinchilla", "load_model", "nonneg", "note", "positive", "positive_int",
+    "positive_list", "progress_enabled", "require_nqs", "runtime_message",
+]
