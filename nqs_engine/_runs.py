@@ -72,6 +72,14 @@ class Runs(eqx.Module):
         return int(np.unique(np.asarray(self.run)).size)
 
     @property
+    def peak(self) -> float:
+        """The largest step-size multiplier any run takes a step at (1 without schedules)."""
+        if self.schedule is None:
+            return 1.0
+        taken = np.where(np.asarray(self.schedule.steps) > 0, np.asarray(self.schedule.lr), 0)
+        return float(np.max(taken)) if taken.size else 0.0
+
+    @property
     def C(self) -> FloatArray:
         r"""Compute of each observation, $C = 6 N D$ FLOPs."""
         return 6 * self.N * self.tokens

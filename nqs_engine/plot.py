@@ -406,14 +406,6 @@ def loss_decomposition(
 # ---------------------------------------------------------------------------
 
 
-def _stack(schedules: Sequence[Schedule]) -> Schedule:
-    """One batched Schedule from several of equal length (padded to the most segments)."""
-    width = max(s.num_segments for s in schedules)
-    padded = [s.pad(width) for s in schedules]
-    return Schedule(*(np.stack([np.asarray(getattr(s, f)) for s in padded])
-                      for f in ("lr", "batch", "steps")))
-
-
 def trajectories(
     params: Any,
     N: float,
@@ -458,7 +450,7 @@ def trajectories(
     names = list(schedules)
     checkpoints = np.unique(np.round(np.linspace(0.0, K, num_points)))
     checkpoints = checkpoints[checkpoints >= 1]
-    curves = np.asarray(trajectory(model.params, N, _stack([schedules[n] for n in names]),
+    curves = np.asarray(trajectory(model.params, N, Schedule.stack([schedules[n] for n in names]),
                                    checkpoints, lr=model.lr).total)
     fig = Figure(figsize=(8, 7), layout="constrained")
     ax, ax_lr, ax_b = fig.subplots(3, 1, sharex=True, height_ratios=[3, 1, 1])

@@ -182,7 +182,9 @@ class AbstractLossModel(eqx.Module):
     def predict(self, runs: Runs) -> FloatArray:
         """Predicted loss of every row of `runs`: `(n,)`, or `(M, n)` for a batch of `M` models.
 
-        Checks the parameters and the runs first (`ValueError` naming the problem).
+        Checks the parameters, and that the model can run the runs' schedules
+        (their largest step-size multiplier, [`check_peak`][]), first: `ValueError`
+        naming the problem.
 
         **Example:**
 
@@ -195,6 +197,7 @@ class AbstractLossModel(eqx.Module):
         if not isinstance(runs, Runs):
             raise TypeError(f"runs must be a Runs, got {type(runs).__name__}")
         self.check()
+        self.check_peak(runs.peak)
         data = self.prepare(runs)
         shape = self.shape
         if shape == ():

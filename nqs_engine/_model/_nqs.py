@@ -43,6 +43,8 @@ from .._risk._risk import (
     risk_terms,
     schedule_risk,
 )
+from .._risk._kernel import approximation_term
+from .._risk._trajectory import pieces_trajectory
 from .._risk._weight_norm import WEIGHT_NORM_RULE, weight_norm_risk, weight_norm_terms
 from .._runs import Runs
 from .._schedule import Schedule
@@ -144,6 +146,100 @@ class NQSData(eqx.Module):
         """The largest step-size multiplier any run takes a step at (host side)."""
         taken = np.where(np.asarray(self.steps) > 0, np.asarray(self.mult), 0)
         return float(np.max(taken)) if taken.size else 0.0
+
+
+class NQSCurveData(eqx.Module):
+    """Checkpoints of loss curves laid out for one pass per run.
+
+    Each of the R runs is cut at its segment ends and its observed checkpoints
+    into P pieces (padded with empty ones): step-size multipliers `mult (R, P)`,
+    batch sizes `batches` and step counts `lengths`; piece 0 is empty, so the
+    state after it is the start of the run. `N (R,)`; for each of the n rows
+    its run and the piece that ends at its checkpoint.
+    """
+
+    N: FloatArray
+    mult: FloatArray
+    batches: FloatArray
+    lengths: FloatArray
+    row_run: jax.Array
+    row_piece: jax.Array
+    rule: SumRule = eqx.field(static=True)
+
+
+def _run_pieces(mult, batches, steps, checkpoints):
+    """One run's pieces (host side): segment ends and checkpoints merged, empty pieces dropped.
+
+    Returns (multipliers, batches, lengths) of the pieces, a leading empty piece
+    included, and the index of the piece ending at each checkpoint.
+    """
+    ends = np.cumsum(steps)
+    cuts = np.unique(np.concatenate([ends[steps > 0], checkpoints[checkpoints > 0]]))
+    cuts = cuts[cuts <= ends[-1] * (1 + 1e-12)]
+    seg = np.minimum(np.searchsorted(ends, cuts * (1 - 1e-13), side="left"), ends.size - 1)
+    lengths = np.diff(np.concatenate([[0.0], cuts]))
+    # A piece spanning a whole segment takes its step count exactly.
+    starts = ends - steps
+    whole = np.isclose(cuts - lengths, starts[seg], rtol=0, atol=1e-9) & np.isclose(
+        lengths, steps[seg], rtol=1e-12, atol=0)
+    lengths = np.where(whole, steps[seg], lengths)
+    at = np.searchsorted(cuts, checkpoints * (1 - 1e-13), side="left") + 1
+    at = np.where(checkpoints > 0, at, 0)
+    first = max(int(np.argmax(steps > 0)), 0)
+    return (np.concatenate([[mult[first]], mult[seg]]), np.concatenate([[batches[first]],
+            batches[seg]]), np.concatenate([[0.0], lengths]), at)
+
+
+def curve_data(runs: Runs, rule: SumRule, who: str) -> NQSCurveData | None:
+    """The runs as whole curves (see [`NQSCurveData`][]), or None when every run has one row.
+
+    Rows sharing a `run` label must be checkpoints of one run: the same model
+    size and the same schedule up to the earlier checkpoint (`ValueError` naming
+    the row otherwise).
+    """
+    labels = np.asarray(runs.run)
+    groups, row_run = np.unique(labels, return_inverse=True)
+    row_run = row_run.reshape(-1)
+    R = groups.size
+    if R == runs.size:
+        return None
+    data = nqs_data(runs, rule, 1, who)
+    N = np.asarray(data.N)
+    step = np.asarray(runs.step, float)
+    # The row with the last checkpoint of each run carries the run's schedule.
+    order = np.lexsort((step, row_run))
+    last = order[np.r_[np.flatnonzero(np.diff(row_run[order])), runs.size - 1]]
+    if not np.all(N == N[last][row_run]):
+        bad = int(np.flatnonzero(N != N[last][row_run])[0])
+        raise ValueError(f"row {bad} has N = {N[bad]:g} but other rows of its run have "
+                         f"N = {N[last][row_run][bad]:g}; rows sharing a run label must be "
+                         "checkpoints of one run")
+    mult, batches, steps = (np.asarray(a) for a in (data.mult, data.batches, data.steps))
+    full = steps[last][row_run]
+    truncated = np.clip(step[:, None] - (np.cumsum(full, axis=-1) - full), 0, full)
+    used = steps > 0
+    agree = (np.isclose(truncated, steps, rtol=1e-9, atol=1e-9).all(-1)
+             & (~used | (mult == mult[last][row_run])).all(-1)
+             & (~used | (batches == batches[last][row_run])).all(-1))
+    if not agree.all():
+        bad = int(np.argmin(agree))
+        raise ValueError(f"row {bad} does not follow the schedule of the other rows of its run "
+                         f"(label {groups[row_run[bad]]!r}); rows sharing a run label must be "
+                         "checkpoints of one run")
+    pieces, row_piece = [], np.zeros(runs.size, int)
+    for r, i in enumerate(last):  # one host-side cut per run (a handful of runs)
+        rows = np.flatnonzero(row_run == r)
+        m, b, k, at = _run_pieces(mult[i], batches[i], steps[i], step[rows])
+        pieces.append((m, b, k))
+        row_piece[rows] = at
+    P = max(k.size for _, _, k in pieces)
+    pad = lambda a, fill: np.concatenate([a, np.full(P - a.size, fill)])  # noqa: E731
+    M = np.stack([pad(m, m[-1]) for m, _, _ in pieces])
+    Bs = np.stack([pad(b, b[-1]) for _, b, _ in pieces])
+    L = np.stack([pad(k, 0.0) for _, _, k in pieces])
+    return NQSCurveData(N=jnp.asarray(N[last]), mult=jnp.asarray(M), batches=jnp.asarray(Bs),
+                        lengths=jnp.asarray(L), row_run=jnp.asarray(row_run),
+                        row_piece=jnp.asarray(row_piece), rule=rule)
 
 
 def nqs_data(runs: Runs, rule: SumRule, chunk: int, who: str) -> NQSData:
@@ -340,10 +436,16 @@ class NQS(AbstractNQS):
             raise ValueError("give B and K, or a schedule, not both")
         return schedule_risk(self.params, N, schedule, lr=self.lr, rule=self.rule)
 
-    def prepare(self, runs: Runs, *, search: bool = False) -> NQSData:
-        return nqs_data(runs, self.search_rule if search else self.rule, 1024, "the NQS")
+    def prepare(self, runs: Runs, *, search: bool = False) -> NQSData | NQSCurveData:
+        """The runs laid out once: as whole curves, one pass per run, when some run has
+        several checkpoints ([`curve_data`][]); else one configuration per row."""
+        rule = self.search_rule if search else self.rule
+        curves = curve_data(runs, rule, "the NQS")
+        return nqs_data(runs, rule, 1024, "the NQS") if curves is None else curves
 
-    def predict_prepared(self, data: NQSData) -> FloatArray:
+    def predict_prepared(self, data: NQSData | NQSCurveData) -> FloatArray:
+        if isinstance(data, NQSCurveData):
+            return _curve_losses(self.params, self.lr, data)
         n = data.N.shape[0]
         theta = jnp.broadcast_to(theta_of(self.params, data.N.dtype)[:, None], (7, n))
         lrs = self.lr * data.mult
@@ -462,6 +564,19 @@ class WeightNormNQS(AbstractNQS):
 #: The NQS variants by name (`--variant` of the command line).
 _VARIANTS_BY_NAME: dict[str, type] = {"plain": NQS, "weight-norm": WeightNormNQS}
 VARIANTS = tuple(_VARIANTS_BY_NAME)
+
+
+def _curve_losses(params: NQSParams, lr, data: NQSCurveData) -> FloatArray:
+    """The loss at every row of curve data: one pass over each run's pieces, rows gathered."""
+    theta = tuple(theta_of(params, data.N.dtype))
+
+    def one(N, mult, batches, lengths):
+        return pieces_trajectory(theta, N, lr * mult, batches, lengths, data.rule)
+
+    bias, var = jax.vmap(one)(data.N, data.mult, data.batches, data.lengths)
+    fixed = theta[4] + approximation_term(theta[0], theta[2], data.N, data.rule)
+    total = fixed[:, None] + bias + var
+    return total[data.row_run, data.row_piece]
 
 
 def _variant_name(variant: Any, source: str) -> str:

@@ -76,17 +76,28 @@ def _sums(nodes, theta, lams, states):
     return nodes.total(*bias), nodes.total(*var)
 
 
-def _config_trajectory(theta, N, lrs, batches, steps, checkpoints, rule):
+def pieces_trajectory(theta, N, lrs, batches, lengths, rule):
+    """(bias, variance) of one configuration after each of a sequence of pieces.
+
+    Piece $j$ runs `lengths[j]` steps at step size `lrs[j]` and batch `batches[j]`;
+    one `lax.scan` over the pieces, summing the directions after each.
+    """
     nodes = direction_nodes(N, rule)
     lams = (curvature(nodes.head_log_n, theta), curvature(nodes.tail_log_n, theta))
-    piece_ends, lengths, seg = cut_pieces(steps, checkpoints)
 
     def body(states, piece):
         lr, batch, k = piece
         states = _step(lams, states, lr, batch, k, theta[3])
         return states, _sums(nodes, theta, lams, states)
 
-    _, (bias, var) = jax.lax.scan(body, _initial(nodes), (lrs[seg], batches[seg], lengths))
+    _, (bias, var) = jax.lax.scan(body, _initial(nodes), (lrs, batches, lengths))
+    return bias, var
+
+
+def config_trajectory(theta, N, lrs, batches, steps, checkpoints, rule):
+    """(bias, variance) of one configuration at each of `checkpoints`, in one pass."""
+    piece_ends, lengths, seg = cut_pieces(steps, checkpoints)
+    bias, var = pieces_trajectory(theta, N, lrs[seg], batches[seg], lengths, rule)
     # The last piece ending at each checkpoint (zero-length pieces change nothing).
     pos = jnp.searchsorted(piece_ends, checkpoints, side="right") - 1
     return bias[pos], var[pos]
@@ -102,7 +113,7 @@ def _trajectory_flat(theta, N, lrs, batches, steps, checkpoints, rule):
         "checkpoints must lie between 0 and the schedule's total number of steps",
     )
     bias, var = jax.vmap(
-        lambda th, n, lr, b, k: _config_trajectory(tuple(th), n, lr, b, k, checkpoints, rule)
+        lambda th, n, lr, b, k: config_trajectory(tuple(th), n, lr, b, k, checkpoints, rule)
     )(theta.T, N, lrs, batches, steps)
     return bias, var, approximation_term(theta[0], theta[2], N, rule)
 
@@ -153,4 +164,4 @@ def trajectory(
     return prepared.breakdown(prepared.theta[4][:, None], approx[:, None], bias, var, shape)
 
 
-__all__ = ["trajectory", "cut_pieces"]
+__all__ = ["config_trajectory", "cut_pieces", "pieces_trajectory", "trajectory"]

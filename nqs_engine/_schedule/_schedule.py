@@ -166,6 +166,32 @@ class Schedule(eqx.Module):
             raise ValueError(f"the schedules' batch shapes must broadcast, got {shapes}") from None
 
     @classmethod
+    def stack(cls, schedules: Sequence["Schedule"]) -> "Schedule":
+        r"""A batch of schedules (leading axis, one per schedule) from schedules of any
+        numbers of segments: each is padded ([`Schedule.pad`][]) to the most segments.
+
+        **Example:** two runs of different lengths and segment counts.
+
+        >>> import nqs_engine as nqs
+        >>> s = nqs.Schedule.stack([nqs.Schedule.constant(100, 8),
+        ...                         nqs.Schedule.step_decay(300, 16, (0.5,), (0.1,))])
+        >>> s.shape, s.steps.tolist()
+        ((2,), [[100.0, 0.0], [150.0, 150.0]])
+        """
+        schedules = list(schedules)
+        if not schedules:
+            raise ValueError("stack needs at least one schedule")
+        for i, s in enumerate(schedules):
+            if not isinstance(s, Schedule):
+                raise TypeError(f"schedule {i} must be a Schedule, got {type(s).__name__}")
+            if s.shape != ():
+                raise ValueError(f"schedule {i} is a batch of shape {s.shape}; stack takes "
+                                 "single schedules")
+        width = max(s.num_segments for s in schedules)
+        padded = [s.pad(width) for s in schedules]
+        return cls(*(jnp.stack([getattr(s, f) for s in padded]) for f in ("lr", "batch", "steps")))
+
+    @classmethod
     def from_spec(cls, spec: str, K: RealLike, B: RealLike) -> "Schedule":
         r"""The schedule a SPEC string describes, for runs of `K` steps at batch size `B`.
 
@@ -356,7 +382,8 @@ class Schedule(eqx.Module):
         r"""Cosine decay $m(t) = f + (1 - f)\,\tfrac12 (1 + \cos \pi t)$ from the peak to
         `final` $= f$ over the run after an optional linear warmup (fraction
         `warmup`), in `pieces` equal pieces whose multiplier is the exact mean of
-        the curve over the piece.
+        the curve over the piece. `final` may be an array: one per schedule of a
+        batch (broadcasting against `K` and `B`).
 
         **Example:**
 
@@ -366,7 +393,7 @@ class Schedule(eqx.Module):
         [0.9502, 0.6865, 0.3135, 0.0498]
         """
         _check_fraction("warmup", warmup)
-        _check_fraction("final", final)
+        final = _check_fraction("final", final, scalar=False)
 
         def mean(a, b):
             width = jnp.where(b > a, b - a, 1.0)
@@ -393,7 +420,8 @@ class Schedule(eqx.Module):
     ) -> "Schedule":
         r"""Warmup-stable-decay: optional linear warmup (fraction `warmup`), constant
         peak, then a linear decay to `final` over the last fraction `decay` of `K`
-        (in `pieces` pieces, multiplier the mean of the line over each).
+        (in `pieces` pieces, multiplier the mean of the line over each); `final` may
+        be an array, one per schedule of a batch.
 
         **Example:**
 
@@ -404,7 +432,7 @@ class Schedule(eqx.Module):
         """
         _check_fraction("decay", decay)
         _check_fraction("warmup", warmup)
-        _check_fraction("final", final)
+        final = _check_fraction("final", final, scalar=False)
         K = jnp.asarray(_float(K))
         decay_steps = jnp.floor(K * decay)
         tail = cls._smooth(decay_steps, B, pieces, lambda a, b: 1 - (1 - final) * (a + b) / 2)
@@ -468,9 +496,17 @@ class Schedule(eqx.Module):
         return cls(lr, batch, steps)
 
 
-def _check_fraction(name, value):
-    if not (0 <= value <= 1) or math.isnan(value):
-        raise ValueError(f"{name} must be a fraction in [0, 1], got {value}")
+def _check_fraction(name, value, scalar=True):
+    """A fraction in [0, 1]: a number (it sets the structure), or with `scalar=False` an array
+    (it only sets values: one per schedule of a batch); returned with a trailing axis."""
+    v = np.asarray(value, dtype=np.float64)
+    if scalar and v.ndim:
+        raise ValueError(f"{name} must be a number (it sets the schedule's segments), got an "
+                         f"array of shape {v.shape}")
+    bad = ~((v >= 0) & (v <= 1))
+    if np.any(bad):
+        raise ValueError(f"{name} must be a fraction in [0, 1], got {v[bad].ravel()[0]:g}")
+    return float(v) if v.ndim == 0 else jnp.asarray(v)[..., None]
 
 
 def _concat(*schedules: Schedule) -> Schedule:

@@ -1,0 +1,148 @@
+"""Fitting schedules and loss curves: the defects found on real curves, one test each.
+
+1. a segment at step size 0 (warmups start there) has finite gradients and fits;
+   a fit whose every start fails raises, naming why;
+3. runs of a single model size are fitted, with a note on what they cannot identify;
+4. the checkpoints of a run are predicted in one pass over its schedule;
+6. a step size past the edge of stability is a one-line ValueError, and a fit on
+   a bound says so;
+7. `Schedule.cosine(final=array)` and `Schedule.stack`.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import nqs_engine as nqs
+from nqs_engine._model._nqs import NQSCurveData, NQSSpace
+
+TRUTH, LR = nqs.preset("pythia-owt2")
+
+
+def _with_idle_start(K, B, first_lr):
+    """A constant run whose first step is at multiplier `first_lr` (0: a warmup's start)."""
+    return nqs.Schedule(jnp.array([first_lr, 1.0]), jnp.array([B, B]), jnp.array([1.0, K - 1]))
+
+
+def test_a_segment_at_step_size_zero_has_finite_gradients():
+    def loss(Q, first):
+        params = nqs.NQSParams(**{**TRUTH.to_dict(), "Q": Q})
+        return nqs.schedule_risk(params, 1e7, _with_idle_start(2000.0, 64.0, first), lr=LR).total
+
+    g0 = jax.grad(loss)(float(TRUTH.Q), 0.0)
+    assert np.isfinite(g0)
+    # A step at multiplier 0 is no step at all: the same value and gradient as K - 1 steps.
+    plain = lambda Q: nqs.risk(nqs.NQSParams(**{**TRUTH.to_dict(), "Q": Q}), 1e7, 64.0,  # noqa: E731
+                               1999.0, lr=LR).total
+    np.testing.assert_allclose(loss(float(TRUTH.Q), 0.0), plain(float(TRUTH.Q)), rtol=1e-13)
+    np.testing.assert_allclose(g0, jax.grad(plain)(float(TRUTH.Q)), rtol=1e-10)
+    # The same holds for the weight-norm variant's recurrence.
+    wn = lambda Q: nqs.weight_norm_risk(nqs.NQSParams(**{**TRUTH.to_dict(), "Q": Q}), 1e7,  # noqa: E731
+                                        _with_idle_start(2000.0, 64.0, 0.0), lr=LR).total
+    assert np.isfinite(jax.grad(wn)(float(TRUTH.Q)))
+
+
+def _design():
+    N = np.repeat([1e6, 3e6, 1e7, 3e7], 5)
+    B = np.tile([16.0, 32, 64, 128, 256], 4)
+    K = np.tile([8000.0, 5000, 3000, 2000, 1000], 4) * np.repeat([1.0, 1.5, 2, 3], 5)
+    return N, B, K
+
+
+def test_runs_starting_at_step_size_zero_fit():
+    N, B, K = _design()
+    sched = nqs.Schedule.stack([_with_idle_start(k, b, 0.0) for k, b in zip(K, B)])
+    y = nqs.schedule_risk(TRUTH, N, sched, lr=LR).total
+    runs = nqs.Runs.from_arrays(N, loss=y, schedule=sched)
+    result = nqs.fit(runs, starts=1024, refine=16, max_steps=400)
+    assert result.num_failed == 0
+    assert result.objective < 1e-6, result.summary()  # was 0.0576: every start failed
+
+
+def test_a_fit_whose_every_start_fails_raises(monkeypatch):
+    N, B, K = _design()
+    runs = nqs.Runs.from_arrays(N, B, K, np.full(N.size, 3.0))
+    monkeypatch.setattr(nqs.NQS, "predict_prepared", lambda self, data: data.N * jnp.nan)
+    with pytest.raises(ValueError, match="non-finite objective"):
+        nqs.fit(runs, starts=16, refine=2, max_steps=5)
+
+
+def test_one_model_size_is_fitted_with_a_note():
+    B = np.tile([16.0, 32, 64, 128], 3)
+    K = np.repeat([2000.0, 4000, 8000], 4)
+    y = nqs.risk(TRUTH, 1e7, B, K, lr=LR).total
+    runs = nqs.Runs.from_arrays(np.full(B.size, 1e7), B, K, y)
+    result = nqs.fit(runs, starts=256, refine=8, max_steps=200)
+    assert any("same model size" in note for note in result.notes), result.notes
+    assert result.objective < 1e-4
+    assert "same model size" in " ".join(result.summary()["notes"])
+
+
+def _curves(N=1e7, K=6000.0, checkpoints=None):
+    sched = nqs.Schedule.cosine(K, 64.0, pieces=24, warmup=0.05, final=0.1)
+    steps = np.arange(250.0, K + 1, 250.0) if checkpoints is None else checkpoints
+    stack = nqs.Schedule.stack([sched] * steps.size)
+    return sched, steps, stack
+
+
+def test_checkpoints_of_a_run_are_one_pass():
+    sched, steps, stack = _curves()
+    y = np.asarray(nqs.trajectory(TRUTH, 1e7, sched, steps, lr=LR).total)
+    order = np.random.default_rng(0).permutation(steps.size)  # rows in any order
+    runs = nqs.Runs.from_arrays(np.full(steps.size, 1e7), loss=y[order], schedule=stack,
+                                step=steps[order], run=np.zeros(steps.size))
+    model = nqs.NQS(TRUTH, lr=LR)
+    data = model.prepare(runs)
+    assert isinstance(data, NQSCurveData)
+    # One run; its pieces are the schedule's segments and the checkpoints, merged.
+    edges = np.unique(np.concatenate([np.cumsum(np.asarray(sched.steps)), steps]))
+    assert data.lengths.shape == (1, edges.size + 1)
+    np.testing.assert_allclose(model.predict(runs), y[order], rtol=1e-12)
+    # ... the same values as one configuration per row.
+    per_row = nqs.schedule_risk(TRUTH, np.asarray(runs.N), runs.schedule, lr=LR).total
+    np.testing.assert_allclose(model.predict(runs), per_row, rtol=1e-12)
+
+
+def test_rows_of_one_run_must_agree():
+    sched, steps, stack = _curves(checkpoints=np.array([1000.0, 2000.0]))
+    runs = nqs.Runs.from_arrays([1e7, 3e7], loss=[3.0, 2.9], schedule=stack, step=steps,
+                                run=["a", "a"])
+    with pytest.raises(ValueError, match="same model size|rows sharing a run label"):
+        nqs.NQS(TRUTH, lr=LR).predict(runs)
+
+
+def test_past_the_edge_of_stability_is_a_value_error():
+    model = nqs.NQS(TRUTH, lr=LR)
+    runs = nqs.Runs.from_arrays([1e8], schedule=nqs.Schedule.constant(1000, 64, lr=1.2))
+    with pytest.raises(ValueError, match=r"step size diverges: .* 1.2 .* >= 2"):
+        model.predict(runs)
+
+
+def test_a_fit_on_the_stability_bound_says_so():
+    runs = nqs.Runs.from_arrays(*_design(), np.full(20, 3.0))
+    space = nqs.NQS(TRUTH, lr=LR).fit_space(runs)
+    assert isinstance(space, NQSSpace)
+    edge = nqs.NQSParams(**{**TRUTH.to_dict(), "Q": 2 / LR * (1 - 1e-5), "e_irr": 1e-9})
+    notes = space.describe_bounds(nqs.NQS(edge, lr=LR))
+    assert any("edge of stability" in n for n in notes), notes
+    assert any("e_irr" in n for n in notes), notes
+    assert space.describe_bounds(nqs.NQS(TRUTH, lr=LR)) == []
+
+
+def test_cosine_takes_an_array_of_finals_and_stack_pads():
+    finals = np.array([0.0, 0.1, 0.5])
+    batch = nqs.Schedule.cosine(1000.0, 64.0, pieces=8, final=finals)
+    for i, f in enumerate(finals):
+        one = nqs.Schedule.cosine(1000.0, 64.0, pieces=8, final=float(f))
+        np.testing.assert_allclose(batch.lr[i], one.lr, rtol=1e-15)
+    with pytest.raises(ValueError, match="warmup must be a number"):
+        nqs.Schedule.cosine(1000.0, 64.0, warmup=np.array([0.1, 0.2]))
+    stacked = nqs.Schedule.stack([nqs.Schedule.constant(10, 8),
+                                  nqs.Schedule.cosine(20, 8, pieces=4)])
+    assert stacked.shape == (2,) and stacked.num_segments == 4
+    np.testing.assert_allclose(stacked.total_steps, [10.0, 20.0])
+    np.testing.assert_allclose(nqs.schedule_risk(TRUTH, 1e7, stacked, lr=LR).total[0],
+                               nqs.risk(TRUTH, 1e7, 8.0, 10.0, lr=LR).total, rtol=1e-13)
