@@ -115,6 +115,92 @@ class Runs(eqx.Module):
         return jax.tree.map(lambda a: a[idx], self)
 
     @classmethod
+    def from_curves(
+        cls,
+        N: Any,
+        step: Any,
+        lr: Any,
+        loss: Any = None,
+        *,
+        run: Any = None,
+        B: Any = 1.0,
+        K: Any = None,
+        warmup: float = 0.0,
+        peak: float | None = None,
+        seq_len: float = 128,
+        inputs: Mapping[str, Any] | None = None,
+        ratio: float = 1.5,
+        max_len: int = 64,
+    ) -> "Runs":
+        r"""Runs from the checkpoints of loss curves logged with their learning rate.
+
+        Row $i$ is run `run[i]` (model size `N[i]`, batch `B[i]`) logged at step
+        `step[i]` with learning rate `lr[i]` and loss `loss[i]`. Each run's per-step
+        multipliers $m_t$, $t = 0..K-1$, are [`curve_multipliers`][]: the logged
+        learning rates interpolated linearly, a linear warmup from 0 over the first
+        `warmup` steps before the first logged one, divided by `peak` (default:
+        each run's largest logged rate), so that the step size is
+        $\gamma_t = \gamma_0 m_t$ (SPEC section 4). $K$ is the run's last logged step
+        unless given (one value per row, equal within a run); the loss at step $s$
+        is the loss after updates $t < s$. The schedule is compressed with every
+        checkpoint on a segment edge ([`nqs_engine.Schedule.from_arrays`][] with
+        `checkpoints=`, `ratio`, `max_len`), and the rows of a run share it, so a
+        model predicts a run's checkpoints in one pass.
+
+        **Example:** a 1000-step run with a 100-step warmup, logged every 100 steps.
+
+        >>> import numpy as np, nqs_engine as nqs
+        >>> step = np.arange(100.0, 1001.0, 100.0)
+        >>> runs = nqs.Runs.from_curves(N=1e7, step=step, lr=np.full(10, 3e-4), run="a",
+        ...                             warmup=100)
+        >>> runs.size, runs.num_runs, float(runs.schedule.lr[-1][-1])
+        (10, 1, 1.0)
+        """
+        step = vector(step, "step", check=lambda v: (v >= 1) & (v == np.round(v)),
+                      requirement="must be a whole number of steps >= 1")
+        n = step.size
+        lr = vector(lr, "lr", size=n, broadcast=True, check=lambda v: v >= 0,
+                    requirement="must be >= 0")
+        N = vector(N, "N", size=n, broadcast=True, check=lambda v: v >= 1,
+                   requirement="must be >= 1")
+        B = vector(B, "B", size=n, broadcast=True, check=lambda v: v > 0,
+                   requirement="must be > 0")
+        labels_in = np.broadcast_to(np.asarray("run" if run is None else run), (n,))
+        labels, row_run = np.unique(labels_in, return_inverse=True)
+        row_run = row_run.reshape(n)
+        if not (np.isfinite(warmup) and warmup >= 0):
+            raise ValueError(f"warmup must be a number of steps >= 0, got {warmup}")
+        if peak is not None and not (np.isfinite(peak) and peak > 0):
+            raise ValueError(f"peak must be a learning rate > 0, got {peak}")
+        N_run = _per_run(N, row_run, "N", labels)
+        B_run = _per_run(B, row_run, "B", labels)
+        last = np.zeros(labels.size)
+        np.maximum.at(last, row_run, step)
+        if K is None:
+            K_run = last
+        else:
+            K_run = _per_run(vector(K, "K", size=n, broadcast=True, check=lambda v: v >= 1,
+                                    requirement="must be >= 1"), row_run, "K", labels)
+            short = K_run < last
+            if short.any():
+                r = int(np.argmax(short))
+                raise ValueError(f"run {labels[r]!r} is logged at step {last[r]:g}, past its "
+                                 f"K = {K_run[r]:g}")
+        schedules = []
+        for r in range(labels.size):  # one host-side schedule per run
+            rows = row_run == r
+            top = float(lr[rows].max()) if peak is None else float(peak)
+            if not top > 0:
+                raise ValueError(f"run {labels[r]!r}: every logged learning rate is 0")
+            m = curve_multipliers(step[rows], lr[rows], int(K_run[r]), warmup, top)
+            schedules.append(Schedule.from_arrays(m, B_run[r], checkpoints=step[rows],
+                                                  ratio=ratio, max_len=max_len))
+        stacked = Schedule.stack(schedules)
+        per_row = jax.tree.map(lambda a: a[row_run], stacked)
+        return cls.from_arrays(N, loss=loss, schedule=per_row, step=step, run=labels_in,
+                               seq_len=seq_len, inputs=inputs)
+
+    @classmethod
     def from_arrays(
         cls,
         N: Any,
@@ -213,6 +299,41 @@ class Runs(eqx.Module):
             inputs=extra,
             seq_len=float(seq_len),
         )
+
+
+def _per_run(values: np.ndarray, row_run: np.ndarray, name: str, labels) -> np.ndarray:
+    """One value per run from per-row values that must agree within each run."""
+    first = np.zeros(labels.size, int)
+    first[row_run[::-1]] = np.arange(row_run.size)[::-1]
+    per_run = values[first]
+    bad = values != per_run[row_run]
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ValueError(f"{name}[{i}] = {values[i]:g} differs from the other rows of run "
+                         f"{labels[row_run[i]]!r} ({per_run[row_run[i]]:g})")
+    return per_run
+
+
+def curve_multipliers(step: np.ndarray, lr: np.ndarray, K: int, warmup: float,
+                      peak: float) -> np.ndarray:
+    r"""Per-step multipliers $m_t$, $t = 0..K-1$, of a run logged as (step, learning rate) pairs.
+
+    $\eta(t)$ is the piecewise-linear interpolation of the logged values (held
+    constant after the last); before the first logged step $s_0$ it ramps linearly
+    from 0 over the first `warmup` steps to $\eta(s_0)$, or holds $\eta(s_0)$ when
+    `warmup` is 0. $m_t = \eta(t) / $ `peak`.
+    """
+    order = np.argsort(step, kind="stable")
+    s, v = step[order], lr[order]
+    if warmup > s[0]:
+        raise ValueError(f"warmup = {warmup:g} steps is longer than the first logged step "
+                         f"{s[0]:g}: the log covers the warmup already; give warmup=0")
+    knots_s, knots_v = s, v
+    if warmup > 0:
+        knots_s = np.concatenate([[0.0, warmup], s])
+        knots_v = np.concatenate([[0.0, v[0]], v])
+    t = np.arange(int(K), dtype=np.float64)
+    return np.interp(t, knots_s, knots_v) / peak
 
 
 def _checked_schedule(schedule: Schedule, n: int) -> Schedule:

@@ -146,3 +146,108 @@ def test_cosine_takes_an_array_of_finals_and_stack_pads():
     np.testing.assert_allclose(stacked.total_steps, [10.0, 20.0])
     np.testing.assert_allclose(nqs.schedule_risk(TRUTH, 1e7, stacked, lr=LR).total[0],
                                nqs.risk(TRUTH, 1e7, 8.0, 10.0, lr=LR).total, rtol=1e-13)
+
+
+def _warmup_cosine(K=24000, W=2160):
+    t = np.arange(K)
+    return np.where(t < W, t / W, 0.1 + 0.45 * (1 + np.cos(np.pi * (t - W) / (K - W))))
+
+
+@pytest.mark.parametrize("params, lr, tol", [
+    # fitted to the Multi-Power Law curves (its top direction far from the edge)
+    (nqs.NQSParams(p=1.361, q=0.836, P=3.195, Q=0.00513, e_irr=2.606, R=0.1326, r=1.627), LR,
+     3e-5),
+    (TRUTH, LR, 1e-4),  # the Pythia preset: lr * Q = 1.77, the most sensitive case
+], ids=["mpl-fit", "pythia-preset"])
+def test_graded_pieces_track_the_per_step_schedule_at_every_checkpoint(params, lr, tol):
+    m = _warmup_cosine()
+    checkpoints = np.arange(2176, 24000, 128)
+    exact = nqs.Schedule.from_arrays(m, 1.0)  # 24000 one-step segments
+    graded = nqs.Schedule.from_arrays(m, 1.0, checkpoints=checkpoints)
+    assert graded.num_segments < exact.num_segments / 10
+    edges = np.cumsum(np.asarray(graded.steps))
+    assert np.isin(checkpoints, edges).all()  # every checkpoint is a segment edge
+    # Each piece keeps the sum of step sizes and the injected noise exactly.
+    np.testing.assert_allclose(np.sum(graded.lr * graded.steps), m.sum(), rtol=1e-12)
+    np.testing.assert_allclose(np.sum(graded.lr**2 / graded.batch * graded.steps),
+                               np.sum(m**2), rtol=1e-12)
+    for N in (3e3, 1e7):
+        ref = np.asarray(nqs.trajectory(params, N, exact, checkpoints, lr=lr).total)
+        got = np.asarray(nqs.trajectory(params, N, graded, checkpoints, lr=lr).total)
+        assert np.max(np.abs(got / ref - 1)) <= tol  # relative to the loss
+    # Equal pieces that ignore the checkpoints (the old way) are far off.
+    equal = nqs.Schedule.from_arrays(m, 1.0, segments=12)
+    off = np.asarray(nqs.trajectory(params, 1e7, equal, checkpoints, lr=lr).total)
+    assert np.max(np.abs(off / ref - 1)) > 10 * tol
+
+
+def _write(path, header, rows):
+    path.write_text(",".join(header) + "\n" + "".join(",".join(map(str, r)) + "\n" for r in rows))
+    return str(path)
+
+
+def test_fit_command_takes_a_schedule(tmp_path):
+    """`nqs-engine fit --schedule` (it took none before): the runs' losses under a cosine
+    schedule are fitted with that schedule, and the fit predicts them back."""
+    from nqs_engine.cli import main
+
+    N, B, K = _design()
+    sched = nqs.Schedule.from_spec("cosine:pieces=8,warmup=0.05", K, B)
+    y = np.asarray(nqs.schedule_risk(TRUTH, N, sched, lr=LR).total)
+    runs = _write(tmp_path / "runs.csv", ["N", "B", "K", "loss"], zip(N, B, K, y))
+    out = tmp_path / "fit.json"
+    assert main(["fit", runs, "--schedule", "cosine:pieces=8,warmup=0.05", "--out", str(out),
+                 "--starts", "512", "--no-progress"]) == 0
+    import json
+
+    data = json.loads(out.read_text())
+    # The same fit as the library's on these runs under this schedule.
+    same = nqs.fit(nqs.Runs.from_arrays(N, loss=y, schedule=sched), starts=512)
+    assert data["diagnostics"]["objective"] == pytest.approx(same.objective, rel=1e-9)
+    assert data["p"] == pytest.approx(float(same.params.p), rel=1e-9)
+    # ... and not the fit of constant runs, which the command did before.
+    constant = nqs.fit(nqs.Runs.from_arrays(N, B, K, y), starts=512)
+    assert abs(constant.objective - same.objective) > 1e-6
+    assert main(["fit", runs, "--schedule", "cosin", "--out", str(out)]) == 2
+
+
+def test_fit_command_takes_curves_logged_with_their_learning_rate(tmp_path, capsys):
+    """Checkpoints every 100 steps of two curves of one size, warmup from lr 0, logged
+    with their learning rate: the fit recovers the curves from the rate column."""
+    from nqs_engine.cli import main
+
+    K, W = 3000, 300
+    t = np.arange(K)
+    rows, rng = [], np.random.default_rng(1)
+    steps = np.arange(100, K + 1, 100)
+    for name, m in (("const", np.minimum(t / W, 1.0)),
+                    ("cos", np.where(t < W, t / W, 0.1 + 0.45 * (1 + np.cos(np.pi * (t - W) /
+                                                                          (K - W)))))):
+        sched = nqs.Schedule.from_arrays(m, 32.0, checkpoints=steps)
+        y = np.asarray(nqs.trajectory(TRUTH, 1e7, sched, steps, lr=LR).total)
+        lr = np.interp(steps, t, m) * 6e-4
+        rows += [(name, 1e7, 32, s, repr(float(v)), repr(float(yy)))
+                 for s, v, yy in zip(steps, lr, y)]
+    order = rng.permutation(len(rows))  # rows in any order
+    curves = _write(tmp_path / "curves.csv", ["run", "N", "B", "step", "lr", "loss"],
+                    [rows[i] for i in order])
+    out = tmp_path / "fit.json"
+    assert main(["fit", curves, "--lr-column", "lr", "--warmup", "100", "--out", str(out),
+                 "--starts", "1024", "--no-progress"]) == 0
+    assert "same model size" in capsys.readouterr().err  # said, not refused
+    import json
+
+    data = json.loads(out.read_text())
+    assert data["diagnostics"]["objective"] < 1e-4 * len(rows)
+    # The runs the command read: the rates interpolated between the logged steps after
+    # the warmup from 0 give back the curves (the cosine, interpolated linearly between
+    # logged steps 100 apart, within 2e-4).
+    table = np.array([rows[i] for i in order], dtype=object)
+    runs = nqs.Runs.from_curves(table[:, 1].astype(float), table[:, 3].astype(float),
+                                table[:, 4].astype(float), table[:, 5].astype(float),
+                                run=table[:, 0].astype(str), B=32, warmup=100)
+    back = np.asarray(nqs.NQS(TRUTH, lr=LR).predict(runs))
+    np.testing.assert_allclose(back, table[:, 5].astype(float), rtol=2e-4)
+    # The warmup is longer than the first logged step: one line, exit 2.
+    assert main(["fit", curves, "--lr-column", "lr", "--warmup", "500", "--out", str(out)]) == 2
+    assert "longer than the first logged step" in capsys.readouterr().err

@@ -5,7 +5,7 @@ Resample $s$ draws the $G$ distinct runs of the data with replacement
 ([`nqs_engine._fit._optimize.bootstrap_weights`][]), multiplied by the fit's own
 weights; its estimate minimises $\sum_i w^{(s)}_i \ell(\log y_i - \log\hat y_i)$,
 the objective of [`nqs_engine.fit`][]. All resamples are refitted together under
-`vmap`, each warm-started from the fit's optimum and, for families whose
+`vmap` (with the model's optimiser), each warm-started from the fit's optimum and, for families whose
 objective has several close minima (the model's `fit_defaults.warm_starts`),
 from the best other distinct local minima the fit found within 10% of the best;
 the better end point wins.
@@ -31,8 +31,8 @@ import numpy as np
 from .._custom_types import FloatArray
 from .._model import AbstractLossModel
 from .._runs import Runs
-from ._fit import FitResult, Objective, objective
-from ._optimize import bootstrap_weights, minimize, percentile_interval
+from ._fit import FitResult, Objective, objective, residual_vector
+from ._optimize import bootstrap_weights, least_squares, minimize, percentile_interval
 
 
 class BootstrapResult(eqx.Module):
@@ -187,8 +187,12 @@ def bootstrap(
     W = bootstrap_weights(np.asarray(runs.run), int(num_samples), seed) * base
     x0 = jnp.asarray(np.tile(warm, (int(num_samples), 1)), dtype)  # row s * k + j
     per = jnp.asarray(np.repeat(W, k, axis=0), dtype)
-    out = minimize(objective, x0, data, per_start=per, method="lbfgs", max_steps=max_steps,
-                   progress=lambda d, t, v: report("bootstrap", d, t))
+    if defaults.method == "lm":
+        out = least_squares(residual_vector, x0, data, per_start=per, max_steps=max_steps,
+                            progress=lambda d, t, v: report("bootstrap", d, t))
+    else:
+        out = minimize(objective, x0, data, per_start=per, method="lbfgs", max_steps=max_steps,
+                       progress=lambda d, t, v: report("bootstrap", d, t))
     values = np.asarray(out.value).reshape(int(num_samples), k)
     good = (~np.asarray(out.failed) & np.isfinite(np.asarray(out.value))).reshape(-1, k)
     choice = np.argmin(np.where(good, values, np.inf), axis=1)

@@ -44,10 +44,13 @@ from .._model import AbstractFitSpace, AbstractLossModel, AbstractNQS, nqs_model
 from .._params import DEFAULT_LR, PRESETS, NQSParams
 from .._quadrature import SumRule
 from .._runs import Runs
-from ._optimize import huber_loss, minimize
+from ._optimize import huber_loss, least_squares, minimize
 
 #: The per-point losses of the objective.
 LOSSES = ("mse", "huber")
+
+#: The optimisers of the refinement.
+METHODS = ("lm", "lbfgs")
 
 
 def pointwise(res: FloatArray, loss: str, delta: Any) -> FloatArray:
@@ -75,6 +78,22 @@ def objective(u, data: Objective, weights=None):
     """J(u) with the data's weights, or with `weights` (one bootstrap resample's)."""
     per = pointwise(data.residuals(u), data.loss, data.delta)
     return jnp.sum((data.weights if weights is None else weights) * per)
+
+
+def residual_vector(u, data: Objective, weights=None):
+    r"""The residuals $\rho_i$ with $\tfrac12 \sum_i \rho_i^2 = J(u)$, for Levenberg-Marquardt.
+
+    $\rho_i = \sqrt{w_i}\, e_i$ for mse, and for Huber the pseudo-residual
+    $\sqrt{w_i}\,\mathrm{sign}(e_i) \sqrt{2 H_\delta(e_i)}$, which is $e_i$ itself for
+    $|e_i| \le \delta$ (continuously differentiable, slope at most 1).
+    """
+    e = data.residuals(u)
+    w = data.weights if weights is None else weights
+    if data.loss == "mse":
+        return jnp.sqrt(w) * e
+    a = jnp.abs(e)
+    outer = jnp.sqrt(jnp.maximum(2 * data.delta * (a - 0.5 * data.delta), data.delta**2))
+    return jnp.sqrt(w) * jnp.where(a <= data.delta, e, jnp.sign(e) * outer)
 
 
 @eqx.filter_jit
@@ -230,6 +249,7 @@ def fit(
     seed: int = 0,
     max_steps: int | None = None,
     adam_steps: int = 0,
+    method: str | None = None,
     ranges: Mapping[str, tuple[float, float]] | None = None,
     init: Any = None,
     variant: str | None = None,
@@ -259,8 +279,10 @@ def fit(
       points, default 4096; Chinchilla: all 5400 grid points by default), or a
       batch of models to use as the candidates; `seed`, `ranges` (the NQS's
       overrides of [`nqs_engine.START_RANGES`][]).
-    - `refine`, `max_steps`, `adam_steps`: optimised starts, L-BFGS and Adam
-      iterations (defaults: the model's [`nqs_engine.FitDefaults`][]).
+    - `refine`, `max_steps`, `adam_steps`: optimised starts, iterations and Adam
+      steps before L-BFGS (defaults: the model's [`nqs_engine.FitDefaults`][]).
+    - `method`: `"lm"` (Levenberg-Marquardt on the residuals: the NQS's default,
+      since its valleys are long and curved) or `"lbfgs"` (Chinchilla's default).
     - `init`: extra starting models (or `NQSParams`, e.g. a previous fit), always refined.
     - `variant`, `lr`, `rule`: without `model`, the NQS variant, its step size
       and the search's quadrature rule (as in earlier versions).
@@ -291,9 +313,36 @@ def fit(
     report = progress or (lambda stage, done, total: None)
     x0, num_candidates = screen_starts(setup, starts=starts, refine=refine, init=init,
                                        seed=seed, ranges=ranges, report=report)
-    out = refine_starts(setup, x0, max_steps=max_steps, adam_steps=adam_steps,
+    out = refine_starts(setup, x0, max_steps=max_steps, adam_steps=adam_steps, method=method,
                         on_block=lambda stage, done, total, values: report(stage, done, total))
+    out = polish_best(setup, out, method=method)
     return report_fit(setup, out, num_candidates=num_candidates, seed=seed, started=started)
+
+
+def polish_best(setup: FitSetup, out, *, method=None, steps=None):
+    """Stage 3b: the best start refined on the accurate form of the data, when the model
+    searched a cheaper one (`fit_defaults.polish_steps` iterations; 0 skips it). The best
+    start's end point is replaced when the polish lowers the accurate objective."""
+    template = setup.template
+    steps = template.fit_defaults.polish_steps if steps is None else int(steps)
+    if steps <= 0:
+        return out
+    accurate = eqx.tree_at(lambda d: d.prepared, setup.data, template.prepare(setup.runs))
+    polish_setup = eqx.tree_at(lambda s: s.data, setup, accurate)
+    values = np.asarray(out.value)
+    best = int(np.argmin(np.where(np.isfinite(values), values, np.inf)))
+    start = out.x[best : best + 1]
+    before = float(objective(start[0], accurate))
+    polished = _refine(polish_setup, start, steps, 0, None,
+                       check_choice("method", method or template.fit_defaults.method, METHODS))
+    after = float(polished.value[0])
+    if not np.isfinite(after) or (np.isfinite(before) and after >= before):
+        return out
+    replace = lambda full, new: full.at[best].set(new[0])  # noqa: E731
+    return eqx.tree_at(
+        lambda o: (o.x, o.value, o.converged), out,
+        (replace(out.x, polished.x), replace(out.value, polished.value),
+         replace(out.converged, polished.converged)))
 
 
 class FitSetup(eqx.Module):
@@ -357,8 +406,17 @@ def screen_starts(setup: FitSetup, *, starts=None, refine=None, init=None, seed=
     return jnp.asarray(np.concatenate([U_init, U[order]]), dtype), int(U.shape[0])
 
 
-def refine_starts(setup: FitSetup, x0, *, max_steps=None, adam_steps=0, on_block=None):
-    """Stage 3: L-BFGS (after optional Adam steps) from every start at once, under vmap.
+def refine_starts(setup: FitSetup, x0, *, max_steps=None, adam_steps=0, on_block=None,
+                  method=None):
+    """Stage 3: Levenberg-Marquardt, or L-BFGS after optional Adam steps, from every start
+    at once, under vmap (`method`: default the model's)."""
+    return _refine(setup, x0, max_steps, adam_steps, on_block,
+                   check_choice("method", method or setup.template.fit_defaults.method,
+                                METHODS))
+
+
+def _refine(setup, x0, max_steps, adam_steps, on_block, method):
+    """The refinement of `refine_starts`.
 
     `on_block(stage, done, total, values)` is called between compiled blocks.
     Raises `ValueError` when every start fails (non-finite objective or gradient).
@@ -367,11 +425,20 @@ def refine_starts(setup: FitSetup, x0, *, max_steps=None, adam_steps=0, on_block
     max_steps = _count("max_steps", defaults.max_steps if max_steps is None else max_steps, 0)
     adam_steps = _count("adam_steps", adam_steps, 0)
     block = on_block or (lambda stage, done, total, values: None)
+    prune = max_steps // 2 if defaults.prune else None
+    if method == "lm":
+        out = least_squares(residual_vector, x0, setup.data, max_steps=max_steps,
+                            prune_after=prune, prune_ratio=2.0,
+                            progress=lambda d, t, v: block("levenberg-marquardt", d, t, v))
+        if not np.isfinite(np.asarray(out.value)).any():
+            raise ValueError(
+                f"every one of the {x0.shape[0]} refined starts failed: the objective or its "
+                "Jacobian is not finite at the starting points")
+        return out
     if adam_steps:
         out = minimize(objective, x0, setup.data, method="adam", max_steps=adam_steps,
                        learning_rate=0.02, progress=lambda d, t, v: block("adam", d, t, v))
         x0 = out.x
-    prune = max_steps // 2 if defaults.prune else None
     out = minimize(objective, x0, setup.data, method="lbfgs", max_steps=max_steps,
                    prune_after=prune, prune_ratio=2.0,
                    progress=lambda d, t, v: block("l-bfgs", d, t, v))

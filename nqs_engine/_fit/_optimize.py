@@ -261,6 +261,158 @@ def minimize(
     )
 
 
+class _LMState(eqx.Module):
+    x: FloatArray
+    r: FloatArray
+    J: FloatArray
+    value: FloatArray
+    mu: FloatArray
+    steps: jax.Array
+    converged: jax.Array
+    failed: jax.Array
+    pruned: jax.Array
+
+
+def _bind_residuals(fun, data, per):
+    if per is None:
+        return lambda x: fun(x, data)
+    return lambda x: fun(x, data, per)
+
+
+def _lm_point(res, x):
+    """Residuals, Jacobian (forward mode: one pass per coordinate) and 0.5 |r|^2 at x."""
+    r, J = jax.vmap(lambda t: jax.jvp(res, (x,), (t,)), out_axes=(None, 1))(
+        jnp.eye(x.shape[0], dtype=x.dtype))
+    value = 0.5 * jnp.sum(r * r)
+    bad = ~(jnp.isfinite(value) & jnp.all(jnp.isfinite(J)))
+    return r, J, jnp.where(bad, jnp.inf, value), bad
+
+
+@eqx.filter_jit
+def _lm_init(fun, x0, data, per_start, mu0):
+    def one(x, per):
+        r, J, value, bad = _lm_point(_bind_residuals(fun, data, per), x)
+        zero = jnp.zeros((), jnp.int32)
+        return _LMState(x, r, J, value, mu0, zero, jnp.zeros((), bool), bad, jnp.zeros((), bool))
+
+    state = jax.vmap(one)(x0, per_start)
+    return jax.tree.map(lambda a: jnp.asarray(a, dtype=a.dtype), state)
+
+
+@eqx.filter_jit
+def _lm_block(fun, state, data, per_start, num_steps, max_steps, gtol, ftol):
+    """Up to `num_steps` Levenberg-Marquardt iterations of every unfinished start."""
+
+    def one(s: _LMState, per) -> _LMState:
+        res = _bind_residuals(fun, data, per)
+
+        def step(s: _LMState) -> _LMState:
+            A = s.J.T @ s.J
+            g = s.J.T @ s.r
+            scale = jnp.diag(A) + 1e-12 * jnp.max(jnp.diag(A)) + jnp.finfo(s.x.dtype).tiny
+            delta = jnp.linalg.solve(A + s.mu * jnp.diag(scale), -g)
+            x = s.x + delta
+            r, J, value, bad = _lm_point(res, x)
+            ok = ~bad & jnp.all(jnp.isfinite(delta)) & (value < s.value)
+            keep = lambda new, old: jnp.where(ok, new, old)  # noqa: E731
+            small = jnp.abs(s.value - value) <= ftol * jnp.maximum(s.value, 1e-300)
+            grad = jnp.linalg.norm(keep(J, s.J).T @ keep(r, s.r))
+            done = (ok & small) | (grad <= gtol * jnp.maximum(keep(value, s.value), 1.0))
+            stuck = s.mu > 1e12
+            return _LMState(
+                x=keep(x, s.x), r=keep(r, s.r), J=keep(J, s.J), value=keep(value, s.value),
+                mu=jnp.clip(jnp.where(ok, s.mu / 3.0, s.mu * 4.0), 1e-12, 1e16),
+                steps=s.steps + 1, converged=done | stuck, failed=s.failed, pruned=s.pruned)
+
+        def cond(carry):
+            i, s = carry
+            return (i < num_steps) & (s.steps < max_steps) & ~s.converged & ~s.failed & ~s.pruned
+
+        def body(carry):
+            i, s = carry
+            return i + 1, step(s)
+
+        _, s = jax.lax.while_loop(cond, body, (jnp.zeros((), jnp.int32), s))
+        return s
+
+    return jax.vmap(one)(state, per_start)
+
+
+def least_squares(
+    fun: Callable[..., FloatArray],
+    x0: Any,
+    data: Any = None,
+    *,
+    per_start: Any = None,
+    max_steps: int = 200,
+    gtol: float = 1e-10,
+    ftol: float = 1e-10,
+    block: int = 10,
+    prune_after: int | None = None,
+    prune_ratio: float = 2.0,
+    progress: Callable[[int, int, np.ndarray], None] | None = None,
+) -> OptimizeResult:
+    r"""Minimise $\tfrac12 \|r(x)\|^2$ by Levenberg-Marquardt from each row of `x0`, all together.
+
+    `fun(x, data)` (or `fun(x, data, per_start_m)`) returns the residual vector
+    $r(x) \in \mathbb{R}^n$. Each iteration forms the Jacobian $J$ in forward
+    mode ($d$ passes) and tries the damped Gauss-Newton step
+
+    $$\delta = -\left(J^\top J + \mu\,\mathrm{diag}(J^\top J)\right)^{-1} J^\top r,$$
+
+    accepted when it lowers the objective ($\mu \leftarrow \mu/3$), else refused
+    ($\mu \leftarrow 4\mu$). A start has converged when an accepted step changes
+    the objective by at most `ftol` relative, when $\|J^\top r\| \le$ `gtol`
+    $\max(1, f)$, or when $\mu$ grows past $10^{12}$ (no step helps). On the
+    curved, nearly degenerate valleys of loss-model fits it needs tens of
+    iterations where a quasi-Newton method needs hundreds. Starts are vmapped and
+    iterated in compiled blocks, with progress and pruning as in [`minimize`][],
+    whose [`OptimizeResult`][] it returns (`grad_norm` is $\|J^\top r\|$).
+
+    **Example:** an exponential decay fitted to noiseless points.
+
+    >>> import jax.numpy as jnp
+    >>> from nqs_engine._fit._optimize import least_squares
+    >>> t = jnp.linspace(0.0, 3.0, 20)
+    >>> def residuals(x, y):
+    ...     return x[0] * jnp.exp(-x[1] * t) - y
+    >>> out = least_squares(residuals, jnp.array([[1.0, 0.1], [3.0, 3.0]]), 2.0 * jnp.exp(-0.7 * t))
+    >>> [round(float(v), 6) for v in out.x[0]], bool(out.converged.all())
+    ([2.0, 0.7], True)
+    """
+    if max_steps < 0 or block < 1:
+        raise ValueError("max_steps must be >= 0 and block >= 1")
+    started = time.perf_counter()
+    x0 = jnp.asarray(x0)
+    if x0.ndim != 2:
+        raise ValueError(f"x0 must be a 2-D array (starts, dimensions), got shape {x0.shape}")
+    dyn = lambda v, dt: jnp.asarray(v, dtype=dt)  # noqa: E731
+    state = _lm_init(fun, x0, data, per_start, dyn(1e-2, x0.dtype))
+    done = 0
+    while done < max_steps:
+        n = min(block, max_steps - done)
+        state = _lm_block(fun, state, data, per_start, dyn(n, jnp.int32),
+                          dyn(max_steps, jnp.int32), dyn(gtol, x0.dtype), dyn(ftol, x0.dtype))
+        done += n
+        if progress is not None:
+            progress(done, max_steps, np.asarray(state.value))
+        if prune_after is not None and done >= prune_after:
+            value = np.asarray(state.value)
+            best = np.min(np.where(np.asarray(state.failed), np.inf, value))
+            hopeless = np.isfinite(best) & (value > prune_ratio * max(best, 0.0))
+            hopeless &= ~np.asarray(state.converged) & ~np.asarray(state.failed)
+            if hopeless.any():
+                state = eqx.tree_at(lambda st: st.pruned, state, state.pruned | hopeless)
+        if bool(jnp.all(state.converged | state.failed | state.pruned)):
+            break
+    grad = jnp.linalg.norm(jnp.einsum("mnd,mn->md", state.J, state.r), axis=-1)
+    return OptimizeResult(
+        x=state.x, value=state.value, grad_norm=grad, steps=state.steps,
+        converged=state.converged & ~state.failed, failed=state.failed, pruned=state.pruned,
+        wall_time=time.perf_counter() - started,
+    )
+
+
 def huber_loss(r: Any, delta: Any) -> FloatArray:
     r"""Huber function $\tfrac12 r^2$ for $|r| \le \delta$, else $\delta(|r| - \delta/2)$ (in JAX).
 

@@ -44,8 +44,11 @@ class FitDefaults(eqx.Module):
     **Fields:** `loss` (`"mse"` or `"huber"`), `starts` (candidates screened;
     `None`: every candidate the space proposes), `refine` (of them optimised
     together by L-BFGS), `max_steps`, `prune` (stop hopeless starts half way),
-    `warm_starts` (distinct optima each bootstrap resample starts from) and
-    `bootstrap_steps` (L-BFGS iterations per resample).
+    `warm_starts` (distinct optima each bootstrap resample starts from),
+    `bootstrap_steps` (iterations per resample), `method`, the optimiser:
+    `"lm"` (Levenberg-Marquardt on the residuals) or `"lbfgs"`, and `polish_steps`:
+    iterations from the best start on the model's accurate form of the data
+    (`prepare(runs)`) after the search on its cheaper form (0: none).
     """
 
     loss: str = "mse"
@@ -55,6 +58,8 @@ class FitDefaults(eqx.Module):
     prune: bool = True
     warm_starts: int = 1
     bootstrap_steps: int = 300
+    method: str = "lm"
+    polish_steps: int = 0
 
 
 class AbstractFitSpace(eqx.Module):

@@ -385,7 +385,7 @@ class Chinchilla(AbstractLossModel):
     terms: ClassVar[tuple[str, ...]] = ChinchillaBreakdown.TERMS
     fit_defaults: ClassVar[FitDefaults] = FitDefaults(
         loss="huber", starts=None, refine=DEFAULT_SCREEN, max_steps=1000, prune=False,
-        warm_starts=2, bootstrap_steps=1000)
+        warm_starts=2, bootstrap_steps=1000, method="lbfgs")
 
     def __check_init__(self):
         if not isinstance(self.params, ChinchillaParams):

@@ -190,12 +190,45 @@ def _run_pieces(mult, batches, steps, checkpoints):
             batches[seg]]), np.concatenate([[0.0], lengths]), at)
 
 
-def curve_data(runs: Runs, rule: SumRule, who: str) -> NQSCurveData | None:
+#: Within a checkpoint interval, the search merges adjacent pieces whose step-size
+#: multipliers (and batch sizes) differ by at most this fraction.
+MERGE_TOLERANCE = 0.05
+
+
+def _merge_pieces(m, b, k, at):
+    r"""Coarser pieces for searches: within each interval between checkpoints, adjacent
+    pieces whose multiplier and batch differ from the first of their group by at most
+    `MERGE_TOLERANCE` (relative) merge into one, keeping $\sum \gamma$ and
+    $\sum \gamma^2 / B$; jumps and checkpoints stay edges. Returns the merged pieces
+    and the new index of the piece ending at each checkpoint."""
+    edge = np.zeros(k.size, bool)
+    edge[at[at > 0]] = True  # a checkpoint ends here: the next piece starts a group
+    start = np.ones(k.size, bool)
+    first_m, first_b = m[0], b[0]
+    for j in range(1, k.size):  # host side, once per run before the search
+        close = (abs(m[j] - first_m) <= MERGE_TOLERANCE * max(m[j], first_m)
+                 and abs(b[j] - first_b) <= MERGE_TOLERANCE * max(b[j], first_b))
+        start[j] = edge[j - 1] or not close or k[j] == 0 or k[j - 1] == 0
+        if start[j]:
+            first_m, first_b = m[j], b[j]
+    group = np.cumsum(start) - 1
+    G = int(group[-1]) + 1
+    steps = np.bincount(group, k, G)
+    moved = np.bincount(group, m * k, G)
+    noise = np.bincount(group, m * m / b * k, G)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mult = np.where(steps > 0, moved / steps, m[start])
+        batch = np.where(noise > 0, mult**2 * steps / noise, b[start])
+    return mult, batch, steps, group[at]
+
+
+def curve_data(runs: Runs, rule: SumRule, who: str, coarse: bool = False) -> NQSCurveData | None:
     """The runs as whole curves (see [`NQSCurveData`][]), or None when every run has one row.
 
     Rows sharing a `run` label must be checkpoints of one run: the same model
     size and the same schedule up to the earlier checkpoint (`ValueError` naming
-    the row otherwise).
+    the row otherwise). `coarse` merges nearly equal pieces between checkpoints
+    ([`_merge_pieces`][]), for searches.
     """
     labels = np.asarray(runs.run)
     groups, row_run = np.unique(labels, return_inverse=True)
@@ -230,6 +263,8 @@ def curve_data(runs: Runs, rule: SumRule, who: str) -> NQSCurveData | None:
     for r, i in enumerate(last):  # one host-side cut per run (a handful of runs)
         rows = np.flatnonzero(row_run == r)
         m, b, k, at = _run_pieces(mult[i], batches[i], steps[i], step[rows])
+        if coarse:
+            m, b, k, at = _merge_pieces(m, b, k, at)
         pieces.append((m, b, k))
         row_piece[rows] = at
     P = max(k.size for _, _, k in pieces)
@@ -419,7 +454,7 @@ class NQS(AbstractNQS):
     kind: ClassVar[str] = "nqs"
     label: ClassVar[str] = "plain"
     variant: ClassVar[str] = "plain"
-    fit_defaults: ClassVar[FitDefaults] = FitDefaults()
+    fit_defaults: ClassVar[FitDefaults] = FitDefaults(max_steps=400, polish_steps=30)
 
     def __check_init__(self):
         if not isinstance(self.params, NQSParams):
@@ -440,7 +475,7 @@ class NQS(AbstractNQS):
         """The runs laid out once: as whole curves, one pass per run, when some run has
         several checkpoints ([`curve_data`][]); else one configuration per row."""
         rule = self.search_rule if search else self.rule
-        curves = curve_data(runs, rule, "the NQS")
+        curves = curve_data(runs, rule, "the NQS", coarse=search)
         return nqs_data(runs, rule, 1024, "the NQS") if curves is None else curves
 
     def predict_prepared(self, data: NQSData | NQSCurveData) -> FloatArray:

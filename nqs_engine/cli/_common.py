@@ -279,6 +279,81 @@ def require_nqs(loaded: Loaded, command: str):
     return loaded.model
 
 
+# ---------------------------------------------------------------------------
+# Schedules of the runs: a SPEC, a SPEC per row, a file of segments, or logged rates
+# ---------------------------------------------------------------------------
+
+
+def add_schedule_options(parser: argparse.ArgumentParser, column: bool) -> None:
+    """--schedule, --schedule-file (and with `column`, --schedule-column)."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument(
+        "--schedule",
+        metavar="SPEC",
+        help=f"schedule of {'every run' if column else 'the run'}, e.g. "
+        "cosine:pieces=32,warmup=0.01,final=0.1, "
+        "step:0.5=0.1,0.75=0.01, wsd:decay=0.2, batch:0.5=2, warmup:0.01 "
+        "(language above; default: constant)",
+    )
+    if column:
+        group.add_argument(
+            "--schedule-column",
+            metavar="NAME",
+            help="read each row's schedule SPEC from column NAME of RUNS.csv",
+        )
+    group.add_argument(
+        "--schedule-file",
+        metavar="FILE.json",
+        help='segments {"lr": [...], "batch": [...], "steps": [...]} '
+        + ("(format above)" if column else f"(format: see '{PROG} predict --help')"),
+    )
+
+
+def schedule_spec(args: argparse.Namespace):
+    """The ScheduleSpec of --schedule or --schedule-file (None for neither); InputError if bad."""
+    from .._schedule import ScheduleSpec, parse_schedule
+
+    if args.schedule is not None:
+        try:
+            return parse_schedule(args.schedule)
+        except ValueError as exc:
+            raise InputError(f"--schedule: {exc}") from None
+    if args.schedule_file is not None:
+        try:
+            return ScheduleSpec.from_segments(read_json(args.schedule_file), args.schedule_file)
+        except InputError:
+            raise
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
+    return None
+
+
+def check_peak(model, peak: float, where: str) -> None:
+    """The model's refusal of a schedule's largest multiplier, as a one-line InputError."""
+    try:
+        model.check_peak(peak)
+    except ValueError as exc:
+        raise InputError(f"{where}: {exc}") from None
+
+
+def add_curve_options(parser: argparse.ArgumentParser) -> None:
+    """--lr-column, --warmup and --peak-lr: runs given as loss curves logged with their rate."""
+    group = parser.add_argument_group(
+        "loss curves logged with their learning rate (rows: checkpoints of runs)")
+    group.add_argument("--lr-column", metavar="NAME", default=None,
+                       help="column holding the learning rate at each row's step: each run's "
+                       "schedule is that rate interpolated linearly between its rows (rows "
+                       "need the columns step and run; B defaults to 1, K to the run's last "
+                       "step); the schedule is compressed with every checkpoint on a segment "
+                       "edge (within 1e-4 relative of the per-step run)")
+    group.add_argument("--warmup", type=nonneg, default=0.0, metavar="STEPS",
+                       help="a linear warmup from 0 over the first STEPS steps, before the "
+                       "first logged step (default: 0, the first logged rate from step 0)")
+    group.add_argument("--peak-lr", type=positive, default=None, metavar="LR",
+                       help="the learning rate that step size lr (gamma0) stands for "
+                       "(default: each run's largest logged rate)")
+
+
 def runtime_message(exc: BaseException) -> str:
     """The message of an `eqx.error_if` failure, without JAX's debugging advice."""
     text = str(exc)
@@ -319,19 +394,34 @@ class RunsTable:
 
     Columns: `N`; `B` and `K`, or `D` (tokens) alone; `loss` (unless
     `need_loss=False`); optional `step`, `run`, `split`, `type`, `filtered`, and
-    the model's own per-run inputs `inputs` (e.g. `init_sq_norm`).
+    the model's own per-run inputs `inputs` (e.g. `init_sq_norm`). With
+    `lr_column`, the rows are checkpoints of loss curves: `N`, `step`, `run` and
+    the learning rate in that column are required, `B` (default 1) and `K`
+    (default: the run's last step) optional. With `schedule_column`, a SPEC per row.
     """
 
-    def __init__(self, path: str, need_loss: bool = True, inputs: tuple[str, ...] = ()):
+    def __init__(self, path: str, need_loss: bool = True, inputs: tuple[str, ...] = (),
+                 lr_column: str | None = None, schedule_column: str | None = None):
         header = CsvColumns(path, (), expected="N, B, K" + (", loss" if need_loss else "")).header
         names = {h.strip() for h in header}
-        self.use_d = "D" in names and not ({"B", "K"} <= names)
-        required = [N_COLUMN] + ([D_COLUMN] if self.use_d else [B_COLUMN, K_COLUMN])
+        self.lr_column = lr_column
+        self.use_d = lr_column is None and "D" in names and not ({"B", "K"} <= names)
+        if lr_column is not None:
+            required = [N_COLUMN, Column("step", lambda v: v >= 1, "must be >= 1",
+                                         "checkpoint step"),
+                        Column(lr_column, lambda v: v >= 0, "must be >= 0", "learning rate")]
+            optional = [B_COLUMN, Column("K", lambda v: v >= 1, "must be >= 1", "steps of the run")]
+        else:
+            required = [N_COLUMN] + ([D_COLUMN] if self.use_d else [B_COLUMN, K_COLUMN])
+            optional = [] if self.use_d else [STEP_COLUMN]
         required += [LOSS_COLUMN] if need_loss else []
-        optional = ([] if self.use_d else [STEP_COLUMN])
         optional += [Column(name, lambda v: np.isfinite(v), "must be finite", "model input")
                      for name in inputs]
-        text = [(t, t) for t in TEXT_COLUMNS if t in names]
+        text = [(t, t) for t in TEXT_COLUMNS if t in names and t != "run"]
+        if lr_column is not None or "run" in names:
+            text.append(("run", "the run each checkpoint belongs to"))
+        if schedule_column is not None:
+            text.append((schedule_column, "schedule SPECs, --schedule-column"))
         table = CsvColumns(path, required, optional=optional, text=text)
         chunks = list(table.chunks(1_000_000))
         if not chunks:
@@ -344,6 +434,7 @@ class RunsTable:
                        for c in table.columns}
         self.texts = {t: np.array([x for ch in chunks for x in ch.texts[t]]) for t, _ in text}
         self.inputs = tuple(name for name in inputs if name in self.values)
+        self.schedule_column = schedule_column
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -367,18 +458,27 @@ class RunsTable:
             return self.values["D"]
         return self.values["B"] * self.values["K"] * seq_len
 
-    def runs(self, mask: np.ndarray, seq_len: float, schedules: Any = None):
-        """The rows of `mask` as [`nqs_engine.Runs`][] (with `schedules`, one per row, if given)."""
+    def runs(self, mask: np.ndarray, seq_len: float, spec: Any = None, warmup: float = 0.0,
+             peak: float | None = None):
+        """The rows of `mask` as [`nqs_engine.Runs`][], under the schedule `spec` (a
+        ScheduleSpec for every row), the per-row SPECs, or the logged learning rates."""
         from .._runs import Runs
 
         v = {k: a[mask] for k, a in self.values.items()}
         run = self.texts["run"][mask] if "run" in self.texts else None
         inputs = {name: v[name] for name in self.inputs}
         try:
+            if self.lr_column is not None:
+                return Runs.from_curves(v["N"], v["step"], v[self.lr_column], v.get("loss"),
+                                        run=run, B=v.get("B", 1.0), K=v.get("K"),
+                                        warmup=warmup, peak=peak, seq_len=seq_len,
+                                        inputs=inputs)
             if self.use_d:
                 return Runs.from_arrays(v["N"], D=v["D"], loss=v.get("loss"), run=run,
                                         seq_len=seq_len, inputs=inputs)
-            if schedules is not None:
+            if spec is not None or self.schedule_column is not None:
+                texts = None if spec is not None else self.texts[self.schedule_column][mask]
+                schedules = row_schedules(spec, texts, v["K"], v["B"], self.path)
                 return Runs.from_arrays(v["N"], loss=v.get("loss"), schedule=schedules,
                                         step=v.get("step"), run=run, seq_len=seq_len,
                                         inputs=inputs)
@@ -387,10 +487,50 @@ class RunsTable:
         except ValueError as exc:
             raise InputError(f"{self.path}: {exc}") from None
 
+    def peak(self, spec: Any, model) -> None:
+        """Refuse (one line) a schedule whose largest multiplier the model cannot run."""
+        if self.schedule_column is not None:
+            from .._schedule import parse_schedule
+
+            for text in dict.fromkeys(self.texts[self.schedule_column].tolist()):
+                try:
+                    found = parse_schedule(text)
+                except ValueError as exc:
+                    raise InputError(f"{self.path}, column {self.schedule_column!r}: {exc}") from None
+                check_peak(model, found.peak, f"{self.path}: schedule {text!r}")
+        elif spec is not None:
+            check_peak(model, spec.peak, spec.text)
+
+
+def row_schedules(spec, texts, K: np.ndarray, B: np.ndarray, path: str):
+    """The schedule of every row: `spec` for all, or the SPEC of each row (padded to the most
+    segments), for runs of K steps at base batch B."""
+    from .._schedule import Schedule, parse_schedule
+
+    if spec is not None:
+        return spec.build(K, B)
+    distinct, group = np.unique(texts, return_inverse=True)
+    specs = []
+    for text in distinct.tolist():
+        try:
+            specs.append(parse_schedule(text))
+        except ValueError as exc:
+            raise InputError(f"{path}: {exc}") from None
+    S = max(s.num_segments for s in specs)
+    fields = np.empty((3, K.size, S))
+    for g, found in enumerate(specs):  # one vectorised build per distinct SPEC
+        rows = np.flatnonzero(group == g)
+        built = found.build(K[rows], B[rows], S)
+        for j, name in enumerate(("lr", "batch", "steps")):
+            fields[j, rows] = np.asarray(getattr(built, name))
+    return Schedule(*fields)
+
 
 __all__ = [
     "EXIT_INPUT", "EXIT_INTERNAL", "EXIT_INTERRUPTED", "EXIT_OK", "InputError", "Loaded", "PROG",
-    "Progress", "RunsTable", "add_params_options", "add_progress_option", "check_out", "duration",
+    "Progress", "RunsTable", "add_curve_options", "add_params_options", "add_progress_option",
+    "add_schedule_options", "check_out", "check_peak", "duration", "row_schedules",
+    "schedule_spec",
     "error", "load_chinchilla", "load_model", "nonneg", "note", "positive", "positive_int",
     "positive_list", "progress_enabled", "require_nqs", "runtime_message",
 ]

@@ -8,16 +8,20 @@ import time
 
 from .._io import InputError, atomic_output, json_text
 from .._params import DEFAULT_LR
+from .._schedule import SPEC_HELP
 from ._common import (
     EXIT_OK,
     PROG,
     Progress,
     RunsTable,
+    add_curve_options,
     add_progress_option,
+    add_schedule_options,
     check_out,
     positive,
     positive_int,
     progress_enabled,
+    schedule_spec,
 )
 
 
@@ -47,6 +51,20 @@ RUNS.csv (a header row; other columns are ignored)
     split    optional: only rows whose split is 'train' are fitted
     filtered optional: rows marked True are skipped
 
+Schedules (as for '{PROG} predict'; default: every run constant)
+  --schedule SPEC, --schedule-column NAME or --schedule-file FILE.json: each
+  row's run is K steps of that schedule at base batch B, observed at `step`.
+  Or --lr-column NAME: the rows are checkpoints of loss curves logged with
+  their learning rate, as real training logs are (columns N, step, run, the
+  rate, loss; B and K optional): each run's schedule is the logged rate
+  interpolated linearly between its rows, after a linear warmup from 0 over
+  --warmup steps, divided by --peak-lr (default: the run's largest rate). It
+  is compressed with every checkpoint on a segment edge and pieces that grow
+  geometrically away from each checkpoint (within 1e-4 relative of the
+  per-step run), and a run's checkpoints are predicted in one pass.
+
+Schedule SPECs
+{SPEC_HELP}
 PARAMS.json: "model" (its kind), its parameters (p, q, P, Q, e_irr, R, r and
 lr for the NQS; E, A, B, alpha, beta for Chinchilla), "seq_len", and
 "diagnostics" (objective, convergence, starts, wall time, and notes on
@@ -58,6 +76,8 @@ examples:
   {PROG} fit runs.csv --out fit.json
   {PROG} fit runs.csv --model chinchilla --out chinchilla.json
   {PROG} fit runs.csv --loss huber --variant weight-norm --seed 1 --out fit.json
+  {PROG} fit runs.csv --schedule cosine:pieces=32,warmup=0.01 --out fit.json
+  {PROG} fit curves.csv --lr-column lr --warmup 2160 --loss huber --out fit.json
 """
 
 
@@ -92,8 +112,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="starts optimised by L-BFGS (default: the model's; 16 for the NQS, "
                         "32 for Chinchilla); at most --starts")
     parser.add_argument("--max-steps", type=positive_int, default=None,
-                        help="L-BFGS iterations per start at most (default: the model's; 500 "
+                        help="optimiser iterations per start at most (default: the model's; 400 "
                         "for the NQS)")
+    add_schedule_options(parser, column=True)
+    add_curve_options(parser)
     add_progress_option(parser)
 
 
@@ -130,7 +152,12 @@ def run(args: argparse.Namespace) -> int:
                          "--starts candidates can be refined")
     model = template(args)
     check_out(args.out)
-    table = RunsTable(args.runs, inputs=model.inputs)
+    spec = schedule_spec(args)
+    if args.lr_column is not None and (spec is not None or args.schedule_column is not None):
+        raise InputError("--lr-column gives each run's schedule already; drop --schedule, "
+                         "--schedule-column and --schedule-file")
+    table = RunsTable(args.runs, inputs=model.inputs, lr_column=args.lr_column,
+                      schedule_column=args.schedule_column)
     mask = table.train_mask()
     if not mask.any():
         raise InputError(f"{table.path}: no rows left to fit (split != train or filtered)")
@@ -140,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
         bar.show(done / max(total, 1), f"{stage} {done}/{total}")
 
     with atomic_output(args.out) as f:  # refuses a bad --out before any work
-        runs = table.runs(mask, args.seq_len)
+        runs = table.runs(mask, args.seq_len, spec=spec, warmup=args.warmup, peak=args.peak_lr)
         try:
             result = fit(runs, model, loss=args.loss, delta=args.delta, starts=args.starts,
                          refine=args.refine, seed=args.seed, max_steps=args.max_steps,

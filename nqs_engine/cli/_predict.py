@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 
-from .._io import Column, CsvColumns, InputError, atomic_output, read_json
+from .._io import Column, CsvColumns, InputError, atomic_output
 from .._params import DEFAULT_LR, PRESETS
 from .._schedule import SPEC_HELP
 from ._common import (
@@ -19,10 +19,13 @@ from ._common import (
     Progress,
     add_params_options,
     add_progress_option,
+    add_schedule_options,
+    check_peak,
     load_model,
     positive_int,
     progress_enabled,
     runtime_message,
+    schedule_spec,
 )
 
 DESCRIPTION = f"""\
@@ -133,31 +136,6 @@ PAD_MULTIPLE = 64
 MAX_CHUNK_CELLS = 2**23
 
 
-def add_schedule_options(parser: argparse.ArgumentParser, column: bool) -> None:
-    """--schedule, --schedule-file (and with `column`, --schedule-column)."""
-    group = parser.add_mutually_exclusive_group()
-    group.add_argument(
-        "--schedule",
-        metavar="SPEC",
-        help=f"schedule of {'every run' if column else 'the run'}, e.g. "
-        "cosine:pieces=32,warmup=0.01,final=0.1, "
-        "step:0.5=0.1,0.75=0.01, wsd:decay=0.2, batch:0.5=2, warmup:0.01 "
-        "(language above; default: constant)",
-    )
-    if column:
-        group.add_argument(
-            "--schedule-column",
-            metavar="NAME",
-            help="read each row's schedule SPEC from column NAME of RUNS.csv",
-        )
-    group.add_argument(
-        "--schedule-file",
-        metavar="FILE.json",
-        help='segments {"lr": [...], "batch": [...], "steps": [...]} '
-        + ("(format above)" if column else f"(format: see '{PROG} predict --help')"),
-    )
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("runs", metavar="RUNS.csv", help="runs to predict: columns N, B, K, ...")
     add_params_options(parser)
@@ -187,33 +165,6 @@ def chunk_size(n_rows: int, chunk_rows: int, num_segments: int = 1) -> int:
     padded = -(-n_rows // PAD_MULTIPLE) * PAD_MULTIPLE
     cap = max(PAD_MULTIPLE, MAX_CHUNK_CELLS // max(1, num_segments))
     return max(1, min(chunk_rows, padded, cap))
-
-
-def schedule_spec(args: argparse.Namespace):
-    """The ScheduleSpec of --schedule or --schedule-file (None for neither); InputError if bad."""
-    from .._schedule import ScheduleSpec, parse_schedule
-
-    if args.schedule is not None:
-        try:
-            return parse_schedule(args.schedule)
-        except ValueError as exc:
-            raise InputError(f"--schedule: {exc}") from None
-    if args.schedule_file is not None:
-        try:
-            return ScheduleSpec.from_segments(read_json(args.schedule_file), args.schedule_file)
-        except InputError:
-            raise
-        except ValueError as exc:
-            raise InputError(str(exc)) from None
-    return None
-
-
-def check_peak(model, peak: float, where: str) -> None:
-    """The model's refusal of a schedule's largest multiplier, as a one-line InputError."""
-    try:
-        model.check_peak(peak)
-    except ValueError as exc:
-        raise InputError(f"{where}: {exc}") from None
 
 
 class Predictor:

@@ -18,11 +18,13 @@ from ._common import (
     EXIT_OK,
     PROG,
     add_params_options,
+    add_schedule_options,
+    check_peak,
     load_model,
     positive_int,
     runtime_message,
+    schedule_spec,
 )
-from ._predict import add_schedule_options, check_peak, schedule_spec
 
 
 DESCRIPTION = f"""\
