@@ -7,6 +7,9 @@ Nothing here changes global JAX settings; enable float64 in your own script with
 
 import importlib.metadata
 
+from ._backtest import Backtest as Backtest
+from ._backtest import backtest as backtest
+from ._backtest import compute_levels as compute_levels
 from ._breakdown import AbstractBreakdown as AbstractBreakdown
 from ._fit import LOSSES as LOSSES
 from ._fit import BootstrapResult as BootstrapResult
@@ -17,6 +20,9 @@ from ._fit import bootstrap as bootstrap
 from ._fit import bootstrap_chinchilla as bootstrap_chinchilla
 from ._fit import fit as fit
 from ._fit import fit_chinchilla as fit_chinchilla
+from ._logs import Table as Table
+from ._logs import parse_mapping as parse_mapping
+from ._logs import read_table as read_table
 from ._metrics import compute_gap as compute_gap
 from ._metrics import format_table as format_table
 from ._metrics import grouped_metrics as grouped_metrics
@@ -26,6 +32,7 @@ from ._model import AbstractLossModel as AbstractLossModel
 from ._model import AbstractNQS as AbstractNQS
 from ._model import Chinchilla as Chinchilla
 from ._model import FitDefaults as FitDefaults
+from ._model import LearningRateNQS as LearningRateNQS
 from ._model import MODEL_KINDS as MODEL_KINDS
 from ._model import NQS as NQS
 from ._model import WeightNormNQS as WeightNormNQS

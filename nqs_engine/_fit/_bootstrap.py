@@ -15,7 +15,9 @@ confidence interval at level $1 - \alpha$ is the equal-tailed percentile interva
 of $q(\hat\theta^{(s)})$ over the resamples. The *prediction* interval of a new
 run's loss adds the scatter of runs about the model: each resample's
 prediction is multiplied by $e^{\varepsilon}$, $\varepsilon$ drawn from the fit's
-log residuals (recentred at their median), so the interval covers both the
+log residuals (recentred at their median and inflated by $\sqrt{n/(n-k)}$ for
+$n$ residuals and $k$ fitted coordinates, since residuals at the optimum
+understate the scatter about the true law), so the interval covers both the
 uncertainty of $\theta$ and the noise of a single run.
 """
 
@@ -41,7 +43,8 @@ class BootstrapResult(eqx.Module):
     **Fields:** `samples` (the model with batch shape `(S,)`: one refit per
     successful resample), `objectives (S,)`, `ok (num_samples,)` (which resamples
     succeeded), `num_failed`, `level`, `num_samples`, `residuals` (the fit's log
-    residuals, for prediction intervals), `wall_time`.
+    residuals, for prediction intervals), `wall_time` and `inflation`
+    ($\sqrt{n/(n-k)}$, the residuals' scale-up in prediction intervals).
     """
 
     samples: AbstractLossModel
@@ -52,6 +55,7 @@ class BootstrapResult(eqx.Module):
     num_samples: int
     residuals: FloatArray
     wall_time: float
+    inflation: float = 1.0
 
     @property
     def lr(self) -> float:
@@ -92,7 +96,8 @@ class BootstrapResult(eqx.Module):
         lvl = self.level if level is None else level
         pred = self.predictions(runs)
         if prediction:
-            pred = _with_residuals(pred, np.asarray(self.residuals, float), draws, seed)
+            pred = _with_residuals(pred, self.inflation * np.asarray(self.residuals, float),
+                                   draws, seed)
         return percentile_interval(pred, lvl)
 
 
@@ -189,6 +194,7 @@ def bootstrap(
     per = jnp.asarray(np.repeat(W, k, axis=0), dtype)
     if defaults.method == "lm":
         out = least_squares(residual_vector, x0, data, per_start=per, max_steps=max_steps,
+                            jacobian=defaults.jacobian,
                             progress=lambda d, t, v: report("bootstrap", d, t))
     else:
         out = minimize(objective, x0, data, per_start=per, method="lbfgs", max_steps=max_steps,
@@ -208,7 +214,14 @@ def bootstrap(
         num_samples=int(num_samples),
         residuals=result.residuals,
         wall_time=time.perf_counter() - started,
+        inflation=_inflation(np.asarray(result.residuals), int(x0.shape[1])),
     )
+
+
+def _inflation(residuals: np.ndarray, k: int) -> float:
+    """sqrt(n / (n - k)) for n finite residuals and k fitted coordinates (1 if n <= k)."""
+    n = int(np.isfinite(residuals).sum())
+    return float(np.sqrt(n / (n - k))) if n > k else 1.0
 
 
 __all__ = ["BootstrapResult", "bootstrap"]

@@ -402,8 +402,45 @@ def screen_starts(setup: FitSetup, *, starts=None, refine=None, init=None, seed=
     if not np.isfinite(scores).any() and U_init.shape[0] == 0:
         raise ValueError(f"every one of the {U.shape[0]} starting points gives a non-finite "
                          "objective (predicted loss not positive and finite)")
-    order = np.argsort(scores, kind="stable")[:refine]
+    order = diverse_best(U, scores, refine)
     return jnp.asarray(np.concatenate([U_init, U[order]]), dtype), int(U.shape[0])
+
+
+#: The pool the refined starts are chosen from: this many times `refine` of the best.
+POOL = 8
+
+
+def diverse_best(U: np.ndarray, scores: np.ndarray, k: int) -> np.ndarray:
+    r"""Indices of `k` good and spread-out candidates: from the `POOL * k` of lowest score,
+    greedily the one farthest (in coordinates scaled by the pool's spread) from those
+    already chosen, starting with the best.
+
+    The best screened objectives often sit in one basin (a loss model's valleys are
+    long), so the `k` lowest scores alone can all refine to the same local minimum;
+    spreading them over the good candidates keeps several basins in the race.
+
+    **Example:**
+
+    >>> import numpy as np
+    >>> from nqs_engine._fit._fit import diverse_best
+    >>> U = np.array([[0.0], [0.01], [0.02], [5.0]])
+    >>> diverse_best(U, np.array([1.0, 1.1, 1.2, 1.3]), 2).tolist()
+    [0, 3]
+    """
+    ranked = np.argsort(scores, kind="stable")
+    ranked = ranked[np.isfinite(scores[ranked])]
+    if ranked.size <= k:
+        return ranked
+    pool = ranked[: max(k, POOL * k)]
+    X = U[pool]
+    X = (X - X.mean(0)) / np.where(X.std(0) > 0, X.std(0), 1.0)
+    chosen = [0]
+    dist = np.linalg.norm(X - X[0], axis=1)
+    for _ in range(k - 1):  # k greedy picks over the pool (vectorised distances)
+        j = int(np.argmax(dist))
+        chosen.append(j)
+        dist = np.minimum(dist, np.linalg.norm(X - X[j], axis=1))
+    return pool[np.array(chosen)]
 
 
 def refine_starts(setup: FitSetup, x0, *, max_steps=None, adam_steps=0, on_block=None,
@@ -428,6 +465,7 @@ def _refine(setup, x0, max_steps, adam_steps, on_block, method):
     prune = max_steps // 2 if defaults.prune else None
     if method == "lm":
         out = least_squares(residual_vector, x0, setup.data, max_steps=max_steps,
+                            jacobian=defaults.jacobian,
                             prune_after=prune, prune_ratio=2.0,
                             progress=lambda d, t, v: block("levenberg-marquardt", d, t, v))
         if not np.isfinite(np.asarray(out.value)).any():

@@ -279,50 +279,63 @@ def _bind_residuals(fun, data, per):
     return lambda x: fun(x, data, per)
 
 
-def _lm_point(res, x):
-    """Residuals, Jacobian (forward mode: one pass per coordinate) and 0.5 |r|^2 at x."""
-    r, J = jax.vmap(lambda t: jax.jvp(res, (x,), (t,)), out_axes=(None, 1))(
-        jnp.eye(x.shape[0], dtype=x.dtype))
+def _lm_point(res, x, reverse=False):
+    """Residuals, Jacobian and 0.5 |r|^2 at x.
+
+    Forward mode: one pass per coordinate; reverse mode (for residuals that only
+    support it, such as a checkpointed loop): one pass per residual.
+    """
+    if reverse:
+        r, pull = jax.vjp(res, x)
+        J = jax.vmap(lambda c: pull(c)[0])(jnp.eye(r.shape[0], dtype=r.dtype))
+    else:
+        r, J = jax.vmap(lambda t: jax.jvp(res, (x,), (t,)), out_axes=(None, 1))(
+            jnp.eye(x.shape[0], dtype=x.dtype))
     value = 0.5 * jnp.sum(r * r)
     bad = ~(jnp.isfinite(value) & jnp.all(jnp.isfinite(J)))
     return r, J, jnp.where(bad, jnp.inf, value), bad
 
 
+def _lm_start(fun, x0, data, per_start, mu0):
+    """The state before the first iteration: `steps = -1`, residuals not yet evaluated (the
+    first pass of [`_lm_block`][] evaluates them, so that one program serves both)."""
+    x0 = jnp.asarray(x0)
+    per = None if per_start is None else jax.tree.map(lambda a: a[0], per_start)
+    shape = jax.eval_shape(_bind_residuals(fun, data, per), x0[0]).shape
+    m, d = x0.shape
+    full = lambda v, *sh, dt=x0.dtype: jnp.full((m, *sh), v, dt)  # noqa: E731
+    return _LMState(x=x0, r=full(0.0, *shape), J=full(0.0, *shape, d), value=full(jnp.inf),
+                    mu=full(mu0), steps=full(-1, dt=jnp.int32), converged=full(False, dt=bool),
+                    failed=full(False, dt=bool), pruned=full(False, dt=bool))
+
+
 @eqx.filter_jit
-def _lm_init(fun, x0, data, per_start, mu0):
-    def one(x, per):
-        r, J, value, bad = _lm_point(_bind_residuals(fun, data, per), x)
-        zero = jnp.zeros((), jnp.int32)
-        return _LMState(x, r, J, value, mu0, zero, jnp.zeros((), bool), bad, jnp.zeros((), bool))
-
-    state = jax.vmap(one)(x0, per_start)
-    return jax.tree.map(lambda a: jnp.asarray(a, dtype=a.dtype), state)
-
-
-@eqx.filter_jit
-def _lm_block(fun, state, data, per_start, num_steps, max_steps, gtol, ftol):
+def _lm_block(fun, state, data, per_start, num_steps, max_steps, gtol, ftol, reverse):
     """Up to `num_steps` Levenberg-Marquardt iterations of every unfinished start."""
 
     def one(s: _LMState, per) -> _LMState:
         res = _bind_residuals(fun, data, per)
 
         def step(s: _LMState) -> _LMState:
+            first = s.steps < 0  # evaluate at the start point: delta = 0
             A = s.J.T @ s.J
             g = s.J.T @ s.r
             scale = jnp.diag(A) + 1e-12 * jnp.max(jnp.diag(A)) + jnp.finfo(s.x.dtype).tiny
             delta = jnp.linalg.solve(A + s.mu * jnp.diag(scale), -g)
+            delta = jnp.where(first, 0.0, delta)
             x = s.x + delta
-            r, J, value, bad = _lm_point(res, x)
+            r, J, value, bad = _lm_point(res, x, reverse)
             ok = ~bad & jnp.all(jnp.isfinite(delta)) & (value < s.value)
             keep = lambda new, old: jnp.where(ok, new, old)  # noqa: E731
-            small = jnp.abs(s.value - value) <= ftol * jnp.maximum(s.value, 1e-300)
+            small = ~first & (jnp.abs(s.value - value) <= ftol * jnp.maximum(s.value, 1e-300))
             grad = jnp.linalg.norm(keep(J, s.J).T @ keep(r, s.r))
-            done = (ok & small) | (grad <= gtol * jnp.maximum(keep(value, s.value), 1.0))
+            done = (ok & small) | (ok & (grad <= gtol * jnp.maximum(keep(value, s.value), 1.0)))
             stuck = s.mu > 1e12
+            mu = jnp.where(first, s.mu, jnp.where(ok, s.mu / 3.0, s.mu * 4.0))
             return _LMState(
                 x=keep(x, s.x), r=keep(r, s.r), J=keep(J, s.J), value=keep(value, s.value),
-                mu=jnp.clip(jnp.where(ok, s.mu / 3.0, s.mu * 4.0), 1e-12, 1e16),
-                steps=s.steps + 1, converged=done | stuck, failed=s.failed, pruned=s.pruned)
+                mu=jnp.clip(mu, 1e-12, 1e16), steps=s.steps + 1, converged=done | stuck,
+                failed=s.failed | (first & bad), pruned=s.pruned)
 
         def cond(carry):
             i, s = carry
@@ -351,12 +364,14 @@ def least_squares(
     prune_after: int | None = None,
     prune_ratio: float = 2.0,
     progress: Callable[[int, int, np.ndarray], None] | None = None,
+    jacobian: str = "forward",
 ) -> OptimizeResult:
     r"""Minimise $\tfrac12 \|r(x)\|^2$ by Levenberg-Marquardt from each row of `x0`, all together.
 
     `fun(x, data)` (or `fun(x, data, per_start_m)`) returns the residual vector
     $r(x) \in \mathbb{R}^n$. Each iteration forms the Jacobian $J$ in forward
-    mode ($d$ passes) and tries the damped Gauss-Newton step
+    mode ($d$ passes; `jacobian="reverse"`: $n$ reverse passes, for residuals
+    that cannot be differentiated forward) and tries the damped Gauss-Newton step
 
     $$\delta = -\left(J^\top J + \mu\,\mathrm{diag}(J^\top J)\right)^{-1} J^\top r,$$
 
@@ -382,17 +397,22 @@ def least_squares(
     """
     if max_steps < 0 or block < 1:
         raise ValueError("max_steps must be >= 0 and block >= 1")
+    if jacobian not in ("forward", "reverse"):
+        raise ValueError(f"jacobian must be 'forward' or 'reverse', got {jacobian!r}")
+    reverse = jacobian == "reverse"
     started = time.perf_counter()
     x0 = jnp.asarray(x0)
     if x0.ndim != 2:
         raise ValueError(f"x0 must be a 2-D array (starts, dimensions), got shape {x0.shape}")
     dyn = lambda v, dt: jnp.asarray(v, dtype=dt)  # noqa: E731
-    state = _lm_init(fun, x0, data, per_start, dyn(1e-2, x0.dtype))
-    done = 0
-    while done < max_steps:
+    state = _lm_start(fun, x0, data, per_start, 1e-2)
+    done, first = 0, True
+    while done < max_steps or first:
         n = min(block, max_steps - done)
-        state = _lm_block(fun, state, data, per_start, dyn(n, jnp.int32),
-                          dyn(max_steps, jnp.int32), dyn(gtol, x0.dtype), dyn(ftol, x0.dtype))
+        extra, first = (1 if first else 0), False  # the first block evaluates the starts too
+        state = _lm_block(fun, state, data, per_start, dyn(n + extra, jnp.int32),
+                          dyn(max_steps, jnp.int32), dyn(gtol, x0.dtype), dyn(ftol, x0.dtype),
+                          reverse)
         done += n
         if progress is not None:
             progress(done, max_steps, np.asarray(state.value))

@@ -11,3 +11,4 @@ from ._nqs import NQS as NQS
 from ._nqs import WeightNormNQS as WeightNormNQS
 from ._nqs import nqs_model as nqs_model
 from ._nqs import as_model as as_model
+from ._nqs_lr import LearningRateNQS as LearningRateNQS

@@ -48,7 +48,10 @@ class FitDefaults(eqx.Module):
     `bootstrap_steps` (iterations per resample), `method`, the optimiser:
     `"lm"` (Levenberg-Marquardt on the residuals) or `"lbfgs"`, and `polish_steps`:
     iterations from the best start on the model's accurate form of the data
-    (`prepare(runs)`) after the search on its cheaper form (0: none).
+    (`prepare(runs)`) after the search on its cheaper form (0: none), and
+    `jacobian`: how Levenberg-Marquardt differentiates the residuals,
+    `"forward"` (one pass per parameter) or `"reverse"` (one per residual, for
+    models whose predictions only support reverse mode).
     """
 
     loss: str = "mse"
@@ -60,6 +63,7 @@ class FitDefaults(eqx.Module):
     bootstrap_steps: int = 300
     method: str = "lm"
     polish_steps: int = 0
+    jacobian: str = "forward"
 
 
 class AbstractFitSpace(eqx.Module):

@@ -19,6 +19,7 @@ starting points are a Latin hypercube over [`START_RANGES`][].
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 from collections.abc import Mapping
 from typing import Any, ClassVar
@@ -304,10 +305,6 @@ class AbstractNQS(AbstractLossModel):
     variant: ClassVar[str] = ""
     terms: ClassVar[tuple[str, ...]] = RiskBreakdown.TERMS
 
-    def parameters(self) -> dict[str, FloatArray]:
-        """The seven NQS parameters by name."""
-        return {name: getattr(self.params, name) for name in PARAM_NAMES}
-
     def check(self) -> None:
         """`check_params` with this model's step size, and the kink condition of its rules."""
         check_params(self.params, self.lr)
@@ -343,9 +340,9 @@ class AbstractNQS(AbstractLossModel):
         """The step size (and the variant's own settings)."""
         return {"lr": float(np.asarray(self.lr)), **self.variant_options()}
 
+    @abc.abstractmethod
     def variant_options(self) -> dict[str, Any]:
-        """Settings of the variant besides the step size (none for the plain risk)."""
-        return {}
+        """Settings of the variant besides the step size."""
 
     def with_params(self, params: NQSParams) -> "AbstractNQS":
         """The same model with other parameters."""
@@ -354,16 +351,6 @@ class AbstractNQS(AbstractLossModel):
     def as_variant(self, variant: str) -> "AbstractNQS":
         """The same parameters and step size in another variant (`"plain"`, `"weight-norm"`)."""
         return nqs_model(variant, self.params, self.lr)
-
-    def fit_space(self, runs: Runs, weights: np.ndarray | None = None) -> "NQSSpace":
-        used = np.ones(runs.size, bool) if weights is None else np.asarray(weights) > 0
-        _check_design(runs, used)
-        data = nqs_data(runs, self.search_rule, 1, type(self).__name__)
-        peak = data.largest_multiplier * float(np.max(np.asarray(self.lr)))
-        if not peak > 0:
-            raise ValueError("no run takes a step with a positive step size; nothing to fit")
-        return NQSSpace(template=self, lr_max=jnp.asarray(peak),
-                        q_min=q_floor(self.search_rule), remarks=tuple(design_notes(runs, used)))
 
     @classmethod
     def preset(cls, name: str) -> "AbstractNQS":
@@ -460,6 +447,17 @@ class NQS(AbstractNQS):
         if not isinstance(self.params, NQSParams):
             raise TypeError(f"params must be an NQSParams, got {type(self.params).__name__}")
 
+    def parameters(self) -> dict[str, FloatArray]:
+        """The seven NQS parameters by name."""
+        return {name: getattr(self.params, name) for name in PARAM_NAMES}
+
+    def variant_options(self) -> dict[str, Any]:
+        """None besides the step size."""
+        return {}
+
+    def fit_space(self, runs: Runs, weights: np.ndarray | None = None) -> "NQSSpace":
+        return NQSSpace.of(self, runs, weights)
+
     def __call__(self, N: RealLike, B: RealLike = None, K: RealLike = None, *,
                  schedule: Schedule | None = None, **inputs: Any):
         _no_inputs(inputs, ())
@@ -480,13 +478,8 @@ class NQS(AbstractNQS):
 
     def predict_prepared(self, data: NQSData | NQSCurveData) -> FloatArray:
         if isinstance(data, NQSCurveData):
-            return _curve_losses(self.params, self.lr, data)
-        n = data.N.shape[0]
-        theta = jnp.broadcast_to(theta_of(self.params, data.N.dtype)[:, None], (7, n))
-        lrs = self.lr * data.mult
-        terms = risk_terms(theta, data.N, lrs, data.batches, data.steps, data.rule, data.chunk,
-                           check=False)
-        return terms[0] + terms[1] + terms[2] + terms[3]
+            return curve_losses(self.params, self.lr, data)
+        return row_losses(self.params, self.lr, data)
 
     def planning_loss(self, N, B, K, seq_len):
         theta = theta_of(self.params)
@@ -536,6 +529,9 @@ class WeightNormNQS(AbstractNQS):
     inputs: ClassVar[tuple[str, ...]] = ("init_sq_norm",)
     variant: ClassVar[str] = "weight-norm"
     smooth_in_steps: ClassVar[bool] = False  # the stairs make the loss piecewise in K
+    # The norm recursion is a checkpointed loop: reverse-mode derivatives only.
+    fit_defaults: ClassVar[FitDefaults] = FitDefaults(max_steps=400, polish_steps=30,
+                                                      jacobian="reverse")
 
     def __check_init__(self):
         if not isinstance(self.params, NQSParams):
@@ -543,6 +539,13 @@ class WeightNormNQS(AbstractNQS):
 
     def variant_options(self) -> dict[str, Any]:
         return {"init_scale": float(np.asarray(self.init_scale))}
+
+    def parameters(self) -> dict[str, FloatArray]:
+        """The seven NQS parameters by name."""
+        return {name: getattr(self.params, name) for name in PARAM_NAMES}
+
+    def fit_space(self, runs: Runs, weights: np.ndarray | None = None) -> "NQSSpace":
+        return NQSSpace.of(self, runs, weights)
 
     def __call__(self, N: RealLike, B: RealLike = None, K: RealLike = None, *,
                  schedule: Schedule | None = None, **inputs: Any):
@@ -601,7 +604,16 @@ _VARIANTS_BY_NAME: dict[str, type] = {"plain": NQS, "weight-norm": WeightNormNQS
 VARIANTS = tuple(_VARIANTS_BY_NAME)
 
 
-def _curve_losses(params: NQSParams, lr, data: NQSCurveData) -> FloatArray:
+def row_losses(params: NQSParams, lr, data: NQSData) -> FloatArray:
+    """The plain NQS loss of every row of per-row data (one configuration each), no checks."""
+    n = data.N.shape[0]
+    theta = jnp.broadcast_to(theta_of(params, data.N.dtype)[:, None], (7, n))
+    terms = risk_terms(theta, data.N, lr * data.mult, data.batches, data.steps, data.rule,
+                       data.chunk, check=False)
+    return terms[0] + terms[1] + terms[2] + terms[3]
+
+
+def curve_losses(params: NQSParams, lr, data: NQSCurveData) -> FloatArray:
     """The loss at every row of curve data: one pass over each run's pieces, rows gathered."""
     theta = tuple(theta_of(params, data.N.dtype))
 
@@ -722,6 +734,19 @@ class NQSSpace(AbstractFitSpace):
     q_min: float = eqx.field(static=True)
     remarks: tuple[str, ...] = eqx.field(static=True, default=())
 
+    @classmethod
+    def of(cls, template: AbstractNQS, runs: Runs, weights=None) -> "NQSSpace":
+        """The space of `template`'s family for `runs` (rows of positive `weights`): Q bounded
+        by the largest step size the runs take; refuses designs that pin nothing down."""
+        used = np.ones(runs.size, bool) if weights is None else np.asarray(weights) > 0
+        _check_design(runs, used)
+        data = nqs_data(runs, template.search_rule, 1, type(template).__name__)
+        peak = data.largest_multiplier * float(np.max(np.asarray(template.lr)))
+        if not peak > 0:
+            raise ValueError("no run takes a step with a positive step size; nothing to fit")
+        return cls(template=template, lr_max=jnp.asarray(peak),
+                   q_min=q_floor(template.search_rule), remarks=tuple(design_notes(runs, used)))
+
     def theta(self, u):
         """u -> the seven parameters (a tuple), pure JAX."""
         u = jnp.clip(u, -50.0, 50.0)  # keeps far line-search probes finite
@@ -790,7 +815,10 @@ __all__ = [
     "WeightNormNQS",
     "latin_hypercube_starts",
     "nqs_data",
+    "curve_data",
+    "curve_losses",
     "nqs_model",
     "predict_runs",
     "q_floor",
+    "row_losses",
 ]

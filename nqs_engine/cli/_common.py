@@ -336,6 +336,37 @@ def check_peak(model, peak: float, where: str) -> None:
         raise InputError(f"{where}: {exc}") from None
 
 
+LOG_HELP = """\
+Real training logs (--columns, --budget, --drop-bad)
+  --columns 'N=16*model.num_layers*model.hidden_dim^2,B=trainer.train_batch_size,
+             K=trainer.num_train_steps,loss=`eval/paloma/macro_loss`,
+             lr=0.33*sqrt(trainer.train_batch_size)/model.hidden_dim,width=model.hidden_dim'
+  maps each column the command reads to a column of the file or a formula of
+  them (numbers, + - * / ^, parentheses, sqrt, log, exp; a column whose name
+  has characters other than letters, digits, _ and . goes in backticks).
+  Columns not mapped are read under their own names. The text columns run,
+  split, type and filtered may be mapped to another column (run=Name).
+  --budget 'Name:isoflop-([0-9.]+e[+-]?[0-9]+)-' reads each run's compute
+  budget from a text column by a regular expression with one group.
+  --drop-bad skips rows with an empty or non-numeric cell the mapping needs
+  (and says how many); without it such a row is an error naming it.
+"""
+
+
+def add_log_options(parser: argparse.ArgumentParser, budget: bool = False) -> None:
+    """--columns MAP, --drop-bad (and --budget COL:REGEX): read real training logs."""
+    group = parser.add_argument_group("real training logs (see below)")
+    group.add_argument("--columns", metavar="MAP", default=None,
+                       help="map the columns read to columns or formulas of the file: "
+                       "'N=16*L*d^2,B=batch,loss=`eval/loss`' (see below)")
+    if budget:
+        group.add_argument("--budget", metavar="COLUMN:REGEX", default=None,
+                           help="each run's compute budget, the first group of REGEX in "
+                           "COLUMN (default: compute 6ND grouped into levels)")
+    group.add_argument("--drop-bad", action="store_true",
+                       help="skip rows with an empty or non-numeric cell the mapping needs")
+
+
 def add_curve_options(parser: argparse.ArgumentParser) -> None:
     """--lr-column, --warmup and --peak-lr: runs given as loss curves logged with their rate."""
     group = parser.add_argument_group(
@@ -401,7 +432,15 @@ class RunsTable:
     """
 
     def __init__(self, path: str, need_loss: bool = True, inputs: tuple[str, ...] = (),
-                 lr_column: str | None = None, schedule_column: str | None = None):
+                 lr_column: str | None = None, schedule_column: str | None = None,
+                 columns: str | None = None, budget: str | None = None,
+                 drop_bad: bool = False):
+        self.budget = None
+        self.notes: list[str] = []
+        if columns is not None or budget is not None or drop_bad:
+            self._read_mapped(path, need_loss, inputs, lr_column, schedule_column, columns,
+                              budget, drop_bad)
+            return
         header = CsvColumns(path, (), expected="N, B, K" + (", loss" if need_loss else "")).header
         names = {h.strip() for h in header}
         self.lr_column = lr_column
@@ -435,6 +474,87 @@ class RunsTable:
         self.texts = {t: np.array([x for ch in chunks for x in ch.texts[t]]) for t, _ in text}
         self.inputs = tuple(name for name in inputs if name in self.values)
         self.schedule_column = schedule_column
+
+    def _read_mapped(self, path, need_loss, inputs, lr_column, schedule_column, columns,
+                     budget, drop_bad):
+        """Read through a column mapping (--columns), a --budget and --drop-bad."""
+        from .._logs import parse_mapping, read_table
+        from .._misc import suggest
+
+        mapping = parse_mapping(columns) if columns else {}
+        header = CsvColumns(path, (), expected="N, B, K" + (", loss" if need_loss else "")).header
+        names = [h.strip() for h in header]
+        text_names = [t for t in TEXT_COLUMNS if t != "run"] + ["run"]
+        text_names += [schedule_column] if schedule_column is not None else []
+        renamed = {}
+        for t in text_names:  # a text column may be mapped to a column of another name
+            if t in mapping:
+                source = mapping.pop(t).strip().strip("`")
+                if source not in names:
+                    raise InputError(f"{path}: --columns {t}={source}: no column {source!r} "
+                                     f"(a text column maps to a column itself){suggest(source, names)}")
+                renamed[t] = source
+            elif t in names:
+                renamed[t] = t
+        use_d = (lr_column is None and "B" not in mapping and "K" not in mapping
+                 and ("D" in mapping or "D" in names) and not ({"B", "K"} <= set(names)))
+        if lr_column is not None:
+            required = [N_COLUMN, Column("step", lambda v: v >= 1, "must be >= 1",
+                                         "checkpoint step"),
+                        Column(lr_column, lambda v: v >= 0, "must be >= 0", "learning rate")]
+            optional = [B_COLUMN, Column("K", lambda v: v >= 1, "must be >= 1", "steps of the run")]
+        else:
+            required = [N_COLUMN] + ([D_COLUMN] if use_d else [B_COLUMN, K_COLUMN])
+            optional = [] if use_d else [STEP_COLUMN]
+        required += [LOSS_COLUMN] if need_loss else []
+        optional += [Column(name, lambda v: np.isfinite(v), "must be finite", "model input")
+                     for name in inputs]
+        known = {c.name for c in required + optional}
+        unknown = sorted(set(mapping) - known)
+        if unknown:
+            from .._model import MODEL_KINDS
+
+            takers = sorted(k for k, m in MODEL_KINDS.items() if unknown[0] in m.inputs)
+            if takers:
+                raise InputError(f"--columns: {unknown[0]!r} is an input of the model(s) "
+                                 f"{', '.join(takers)}, not of this one (--model)")
+            raise InputError(f"--columns: {unknown[0]!r} is not a column this command reads"
+                             f"{suggest(unknown[0], sorted(known | set(text_names)))}; it reads "
+                             f"{', '.join(c.name for c in required + optional)} and the text "
+                             f"columns {', '.join(text_names)}")
+        for c in required + optional:
+            if c.name not in mapping and c.name in names:
+                mapping[c.name] = f"`{c.name}`"
+        for c in required:
+            if c.name not in mapping:
+                raise InputError(f"{path}: missing column {c.name!r} ({c.meaning}); columns "
+                                 f"found: {', '.join(names)}; or map it, e.g. --columns "
+                                 f"'{c.name}=...'")
+        table = read_table(path, mapping, text=list(dict.fromkeys(renamed.values())),
+                           budget=budget, drop_bad=drop_bad)
+        for c in required + optional:
+            if c.name not in table.values:
+                continue
+            v = table.values[c.name]
+            bad = ~c.valid(v)
+            if bad.any():
+                i = int(np.argmax(bad))
+                how = "" if mapping[c.name] == f"`{c.name}`" else f" = {mapping[c.name]}"
+                raise InputError(f"{path}, row {int(table.rows[i])}: {c.name}{how} "
+                                 f"({c.meaning}) {c.requirement}, got {v[i]:.6g}")
+        if table.dropped:
+            self.notes.append(f"dropped {table.dropped} of {table.dropped + len(table)} rows "
+                              "with an empty or non-numeric cell the mapping needs (--drop-bad)")
+        self.lr_column = lr_column
+        self.use_d = use_d
+        self.path = path
+        self.header = tuple(header)
+        self.rows = table.rows.tolist()
+        self.values = table.values
+        self.texts = {t: table.texts[source] for t, source in renamed.items()}
+        self.inputs = tuple(name for name in inputs if name in self.values)
+        self.schedule_column = schedule_column
+        self.budget = table.budget
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -528,7 +648,7 @@ def row_schedules(spec, texts, K: np.ndarray, B: np.ndarray, path: str):
 
 __all__ = [
     "EXIT_INPUT", "EXIT_INTERNAL", "EXIT_INTERRUPTED", "EXIT_OK", "InputError", "Loaded", "PROG",
-    "Progress", "RunsTable", "add_curve_options", "add_params_options", "add_progress_option",
+    "LOG_HELP", "Progress", "RunsTable", "add_curve_options", "add_log_options", "add_params_options", "add_progress_option",
     "add_schedule_options", "check_out", "check_peak", "duration", "row_schedules",
     "schedule_spec",
     "error", "load_chinchilla", "load_model", "nonneg", "note", "positive", "positive_int",

@@ -13,8 +13,10 @@ from ._common import (
     EXIT_OK,
     PROG,
     Progress,
+    LOG_HELP,
     RunsTable,
     add_curve_options,
+    add_log_options,
     add_progress_option,
     add_schedule_options,
     check_out,
@@ -65,6 +67,7 @@ Schedules (as for '{PROG} predict'; default: every run constant)
 
 Schedule SPECs
 {SPEC_HELP}
+{LOG_HELP}
 PARAMS.json: "model" (its kind), its parameters (p, q, P, Q, e_irr, R, r and
 lr for the NQS; E, A, B, alpha, beta for Chinchilla), "seq_len", and
 "diagnostics" (objective, convergence, starts, wall time, and notes on
@@ -116,6 +119,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "for the NQS)")
     add_schedule_options(parser, column=True)
     add_curve_options(parser)
+    add_log_options(parser)
     add_progress_option(parser)
 
 
@@ -157,7 +161,10 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--lr-column gives each run's schedule already; drop --schedule, "
                          "--schedule-column and --schedule-file")
     table = RunsTable(args.runs, inputs=model.inputs, lr_column=args.lr_column,
-                      schedule_column=args.schedule_column)
+                      schedule_column=args.schedule_column, columns=args.columns,
+                      drop_bad=args.drop_bad)
+    for text in table.notes:
+        print(f"{PROG}: note: {text}", file=sys.stderr, flush=True)
     mask = table.train_mask()
     if not mask.any():
         raise InputError(f"{table.path}: no rows left to fit (split != train or filtered)")

@@ -27,6 +27,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "fit": ("._fit", "fit NQS (or Chinchilla, or another loss model) parameters to the runs "
             "in a CSV file"),
     "evaluate": ("._evaluate", "print the accuracy of fitted parameters per split and type"),
+    "backtest": ("._backtest", "fit loss models on a ladder's small budgets and score them on "
+                 "the big ones (held-out error, best-run error, interval coverage)"),
     "plan": ("._plan", "plan the best N, B, K (and schedule) for a compute budget under "
              "limits"),
     "sweep": ("._sweep", "write the predicted loss over a grid of N x B x K (or compute), "
