@@ -246,20 +246,9 @@ class CsvColumns:
         for column in self.columns:
             j = self.index[column.name]
             texts = [row[j] for row in rows]
-            v = _to_float(texts, lambda i: self._where(start + i, column.name))
-            finite = np.isfinite(v)
-            if not finite.all():
-                i = int(np.argmin(finite))
-                raise InputError(
-                    f"{self._where(start + i, column.name)}: value {texts[i]!r} is not finite"
-                )
-            ok = column.valid(v)
-            if not ok.all():
-                i = int(np.argmin(ok))
-                raise InputError(
-                    f"{self._where(start + i, column.name)}: {column.name} ({column.meaning}) "
-                    f"{column.requirement}, got {texts[i]!r}"
-                )
+            where = lambda i, name=column.name: self._where(start + i, name)  # noqa: E731
+            v = to_float(texts, where)
+            check_values(column, v, texts.__getitem__, where)
             values[column.name] = v
         texts = {name: [row[self.index[name]].strip() for row in rows] for name, _ in self.text}
         return Chunk(start, rows, values, texts)
@@ -292,7 +281,25 @@ class CsvColumns:
         return total
 
 
-def _to_float(texts: list[str], where: Callable[[int], str]) -> np.ndarray:
+def check_values(column: Column, v: np.ndarray, text: Callable[[int], str],
+                 where: Callable[[int], str]) -> None:
+    """Raise [`InputError`][] at the first value of `column` that is not finite or breaks its rule.
+
+    `text(i)` is the cell as written and `where(i)` names its file, row and column.
+    """
+    finite = np.isfinite(v)
+    if not finite.all():
+        i = int(np.argmin(finite))
+        raise InputError(f"{where(i)}: value {text(i)!r} is not finite")
+    ok = column.valid(v)
+    if not ok.all():
+        i = int(np.argmin(ok))
+        raise InputError(
+            f"{where(i)}: {column.name} ({column.meaning}) {column.requirement}, got {text(i)!r}"
+        )
+
+
+def to_float(texts: list[str], where: Callable[[int], str]) -> np.ndarray:
     """Parse strings as float64 (Python's `float` syntax), naming the first bad one."""
     try:
         return np.array(texts, dtype=np.float64)
@@ -414,7 +421,9 @@ __all__ = [
     "InputError",
     "RUN_COLUMNS",
     "atomic_output",
+    "check_values",
     "json_text",
     "read_json",
+    "to_float",
     "write_json",
 ]

@@ -21,7 +21,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "nqs_engine"
 #: Layer of each module, by the first part of its dotted path inside the package
 #: (the facade `__init__` re-exports everything and is not layered).
 LAYERS = {
-    "core": ("_custom_types", "_misc", "_chunk", "_quadrature", "_params", "_breakdown", "_logs",
+    "core": ("_custom_types", "_misc", "_presets", "_columnar", "_chunk", "_quadrature", "_params", "_breakdown", "_logs",
              "_schedule", "_risk", "_simulate", "_runs", "_io", "_metrics"),
     "models": ("_model",),
     "procedures": ("_fit", "_plan", "_sweep", "_backtest", "_curves", "_distributed"),

@@ -28,7 +28,6 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from scipy.stats import qmc
 
 from .._custom_types import FloatArray, RealLike
 from .._misc import suggest
@@ -108,6 +107,8 @@ def latin_hypercube_starts(
             a, b = np.log(a), np.log(b)
         lo.append(a)
         hi.append(b)
+    from scipy.stats import qmc  # here: scipy.stats costs ~0.4 s to import
+
     sample = qmc.LatinHypercube(d=7, seed=np.random.default_rng(seed)).random(num)
     points = qmc.scale(sample, lo, hi)
     cols = {}

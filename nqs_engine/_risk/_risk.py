@@ -104,10 +104,24 @@ def term_sums(theta, N, lrs, batches, steps, rule, batch_size, term, check=True)
     return chunked_map(one, (theta.T, N, lrs, batches, steps), batch_size)
 
 
+@eqx.filter_jit
+def checked(theta, N, lrs, batches, steps, rule):
+    """`N` after the domain checks of `check_values`, as a program of its own.
+
+    `eqx.error_if` raises through a host callback, and JAX's persistent cache
+    keeps no program holding one: with the checks apart, the large programs of
+    `term_sums` load from the cache in a fresh process and only this small one
+    is compiled again (tens of milliseconds instead of about a second).
+    """
+    return check_values(theta, N, lrs, batches, steps, rule)
+
+
 def risk_terms(theta, N, lrs, batches, steps, rule, batch_size, check=True):
     """The four risk terms (irreducible, approximation, bias, variance) for flat configurations."""
-    bias = term_sums(theta, N, lrs, batches, steps, rule, batch_size, "bias", check)
-    variance = term_sums(theta, N, lrs, batches, steps, rule, batch_size, "variance", check)
+    if check:
+        N = checked(theta, N, lrs, batches, steps, rule)
+    bias = term_sums(theta, N, lrs, batches, steps, rule, batch_size, "bias", False)
+    variance = term_sums(theta, N, lrs, batches, steps, rule, batch_size, "variance", False)
     return theta[4], approximation_term(theta[0], theta[2], N, rule), bias, variance
 
 

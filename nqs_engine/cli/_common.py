@@ -167,7 +167,7 @@ def positive_list(text: str) -> list[float]:
 
 def add_params_options(parser: argparse.ArgumentParser, required: bool = True) -> None:
     """--params (a PARAMS.json or a preset) and --lr (the NQS step size)."""
-    from .._params import DEFAULT_LR, PRESETS
+    from .._presets import DEFAULT_LR, PRESETS
 
     presets = ", ".join(sorted(PRESETS))
     parser.add_argument(
@@ -208,7 +208,7 @@ def load_model(source: str, *, lr: float | None = None, variant: str | None = No
     `variant` its variant; the model's domain is checked before returning.
     """
     from .._model import AbstractNQS, NQS, model_from_dict
-    from .._params import PRESETS
+    from .._presets import PRESETS
     from .._misc import suggest
 
     if source in PRESETS:

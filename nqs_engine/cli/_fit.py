@@ -7,7 +7,7 @@ import sys
 import time
 
 from .._io import InputError, atomic_output, json_text
-from .._params import DEFAULT_LR
+from .._presets import DEFAULT_LR
 from .._schedule import SPEC_HELP
 from ._common import (
     EXIT_OK,

@@ -157,8 +157,17 @@ def _enable_compilation_cache() -> Callable[[], None]:
     previous = jax.config.jax_compilation_cache_dir
     if previous:
         return lambda: None
+    # Keep every program, not only those that took over a second to compile (JAX's
+    # default): a command compiles a dozen small ones, 1 s together on a CPU.
+    min_time = jax.config.jax_persistent_cache_min_compile_time_secs
     jax.config.update("jax_compilation_cache_dir", path)
-    return lambda: jax.config.update("jax_compilation_cache_dir", previous)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+
+    def restore() -> None:
+        jax.config.update("jax_compilation_cache_dir", previous)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", min_time)
+
+    return restore
 
 
 def _command_of(argv: Sequence[str]) -> str | None:
@@ -187,7 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        parser = build_parser(only=_command_of(argv))
+        parser = build_parser(only=_command_of(argv) or "")  # '': summaries only
         args, extra = parser.parse_known_args(argv)
         if extra:
             parser.commands[args.command].error(f"unrecognized arguments: {' '.join(extra)}")

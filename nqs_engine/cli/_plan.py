@@ -12,7 +12,7 @@ import numpy as np
 
 from .._io import InputError, atomic_output, json_text
 from .._model._chinchilla import CHINCHILLA_PRESETS
-from .._params import PRESETS
+from .._presets import PRESETS
 from .._plan._budgets import Hardware
 from .._plan._plan import BATCH_MODES, METHODS
 from ._common import (

@@ -10,7 +10,7 @@ from collections.abc import Callable
 import numpy as np
 
 from .._io import InputError, atomic_output
-from .._params import PRESETS
+from .._presets import PRESETS
 from ._common import (
     EXIT_OK,
     PROG,

@@ -10,13 +10,16 @@ import time
 
 import numpy as np
 
-from .._io import Column, CsvColumns, InputError, atomic_output
-from .._params import DEFAULT_LR, PRESETS
+from .._columnar import ColumnarRuns, ColumnarWriter, table_format
+from .._io import Column, InputError, atomic_output
+from .._presets import DEFAULT_LR, PRESETS
 from .._schedule import SPEC_HELP
 from ._common import (
     EXIT_OK,
     PROG,
     Progress,
+    RunsTable,
+    add_curve_options,
     add_params_options,
     add_progress_option,
     add_schedule_options,
@@ -97,6 +100,19 @@ PRED.csv (output)
   Floats are written in full precision (the shortest text that reads back
   to the same float64).
 
+Loss curves (--lr-column NAME)
+  The rows are checkpoints of runs logged with their learning rate, as real
+  training logs are: columns N, step, run and the rate in column NAME (B
+  and K optional, loss ignored); each run's schedule is the logged rate
+  interpolated linearly between its rows, after a linear warmup from 0 over
+  --warmup steps, divided by --peak-lr (default: the run's largest rate),
+  as for '{PROG} fit --lr-column'. The whole table is read at once and each
+  run's checkpoints are predicted in one pass over its schedule; PRED.csv
+  gets the input columns and `prediction` (no term columns in this mode).
+  This is how a fit to some schedules predicts the curves of others:
+    {PROG} fit train.csv --model nqs-sizes --lr-column lr --warmup 2160 --out fit.json
+    {PROG} predict all.csv --params fit.json --lr-column lr --warmup 2160 --out pred.csv
+
 Behaviour
   The whole of RUNS.csv, PARAMS and the schedules are checked before
   anything is computed; RUNS.csv is then streamed in chunks of --chunk-rows
@@ -114,6 +130,7 @@ examples:
   {PROG} predict runs.csv --params pythia-owt2 --out pred.csv \\
       --schedule cosine:pieces=32,warmup=0.01,final=0.1 --variant weight-norm
   {PROG} predict runs.csv --params pythia-owt2 --out pred.csv --schedule-column sched
+  {PROG} predict curves.csv --params fit.json --lr-column lr --warmup 2160 --out pred.csv
 """
 
 
@@ -150,6 +167,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "variant, else plain)",
     )
     add_schedule_options(parser, column=True)
+    add_curve_options(parser)
     parser.add_argument(
         "--chunk-rows",
         type=positive_int,
@@ -267,22 +285,58 @@ def output_columns(model) -> tuple[str, ...]:
     return ("prediction", *model.terms)
 
 
+def run_curves(args: argparse.Namespace, loaded) -> int:
+    """`predict --lr-column`: the whole table as loss curves, each run in one pass."""
+    started = time.monotonic()
+    model = loaded.model
+    if args.schedule is not None or args.schedule_file is not None or \
+            args.schedule_column is not None:
+        raise InputError("--lr-column gives each run's schedule already; drop --schedule, "
+                         "--schedule-column and --schedule-file")
+    if os.path.exists(args.out) and os.path.samefile(args.runs, args.out):
+        raise InputError(f"{args.out}: --out must not be the input file")
+    table = RunsTable(args.runs, need_loss=False, inputs=model.inputs, lr_column=args.lr_column)
+    if "prediction" in {h.strip() for h in table.header}:
+        raise InputError(f"{table.path}: has a column 'prediction' already, which the output "
+                         "would repeat; rename it")
+    with atomic_output(args.out) as f:
+        runs = table.runs(np.ones(len(table), bool), loaded.seq_len, warmup=args.warmup,
+                          peak=args.peak_lr)
+        try:
+            pred = np.asarray(model.predict(runs), dtype=float)
+        except ValueError as exc:
+            raise InputError(f"{table.path}: {exc}") from None
+        finite = np.isfinite(pred)
+        if not finite.all():
+            i = int(np.argmin(finite))
+            raise InputError(f"{table.path}, row {i + 1}: the model's prediction is not finite")
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow([*table.header, "prediction"])
+        writer.writerows([*row, value] for row, value in zip(table.rows, pred.tolist()))
+    print(f"{PROG}: predicted {len(table):,} checkpoint(s) of {runs.num_runs} run(s) in "
+          f"{time.monotonic() - started:.1f} s -> {args.out}", file=sys.stderr, flush=True)
+    return EXIT_OK
+
+
 def run(args: argparse.Namespace) -> int:
     """`nqs-engine predict`: check everything, then stream RUNS.csv through the model."""
     started = time.monotonic()
-    model = load_model(args.params, lr=args.lr, variant=args.variant).model
+    loaded = load_model(args.params, lr=args.lr, variant=args.variant)
+    if args.lr_column is not None:
+        return run_curves(args, loaded)
+    model = loaded.model
     spec = schedule_spec(args)
     if spec is not None:
         where = f"--schedule {spec.text!r}" if args.schedule is not None else spec.text
         check_peak(model, spec.peak, where)
     column = args.schedule_column
-    header = {h.strip() for h in CsvColumns(args.runs, (), expected="N, B, K").header}
+    header = {h.strip() for h in ColumnarRuns(args.runs, (), expected="N, B, K").header}
     use_d = "D" in header and not ({"B", "K"} <= header)
     if use_d and (spec is not None or column is not None):
         raise InputError(f"{args.runs}: a schedule needs the columns B and K, not D")
     inputs = [Column(name, lambda v: v > 0, "must be > 0", "model input")
               for name in model.inputs]
-    runs = CsvColumns(
+    runs = ColumnarRuns(
         args.runs,
         (RUN_COLUMNS[0], D_COLUMN) if use_d else RUN_COLUMNS,
         reserved=output_columns(model),
@@ -295,14 +349,13 @@ def run(args: argparse.Namespace) -> int:
                           column=None if column is None else column.strip(),
                           num_segments=1 if spec is None else spec.num_segments, use_d=use_d)
     show = progress_enabled(args)
-    file_size = max(1, os.path.getsize(runs.path))
 
-    with atomic_output(args.out) as f:
+    with atomic_output(args.out, binary=True) as f:
         # Pass 1: check every row (and every row's schedule) before computing anything.
         bar = Progress("checking  ", show)
         try:
             n_rows = runs.count_rows(
-                lambda n: bar.show(runs.chars_read / file_size, f"{n:,} rows"),
+                lambda n: bar.show(runs.fraction_read, f"{n:,} rows"),
                 check=predictor.check,
             )
             bar.show(1.0, f"{n_rows:,} rows", force=True)
@@ -311,24 +364,24 @@ def run(args: argparse.Namespace) -> int:
 
         # Pass 2: compute chunk by chunk, appending to the temporary output.
         size = chunk_size(n_rows, args.chunk_rows, predictor.num_segments)
-        writer = csv.writer(f, lineterminator="\n")
+        writer = ColumnarWriter(f, runs.header, output_columns(model), table_format(args.out),
+                                numeric=runs.index)
         bar = Progress("predicting", show)
         done = 0
         try:
             for chunk in runs.chunks(size):
                 names, table = predictor(chunk, size)
-                if done == 0:
-                    writer.writerow([*runs.header, "prediction", *names])
-                elif names != model.terms:
+                if names != model.terms:
                     raise AssertionError(f"the model returned terms {names}, not {model.terms}")
-                # csv writes Python floats with repr: the shortest round-tripping text.
-                writer.writerows(row + values for row, values in zip(chunk.rows, table.tolist()))
+                # Floats as the shortest text that reads back to the same float64.
+                writer.write(chunk, table)
                 done += len(chunk)
                 rate = done / max(time.monotonic() - bar.start, 1e-9)
                 detail = f"{done:,}/{n_rows:,} rows {rate:,.0f} rows/s"
                 bar.show(done / n_rows, detail, force=done == n_rows)
         finally:
             bar.close()
+        writer.close()
         if done != n_rows:
             raise InputError(
                 f"{runs.path}: changed while being read ({n_rows} rows when checked, "
