@@ -293,3 +293,55 @@ def test_marin_comma_ladder_reads_whole():
                    text=["Name"], budget=r"Name:(?:isoflop|optimal)-([0-9.]+e[+-]?[0-9]+)-")
     assert len(t) == 92 and t.dropped == 0
     assert set(np.unique(t.budget).tolist()) >= {1e18, 1e19, 1e20}
+
+
+def test_cli_fit_bootstrap_then_predict_intervals(tmp_path, capsys):
+    """fit --bootstrap keeps the refits; predict adds lower/upper (confidence, then prediction)."""
+    truth = nqs.ChinchillaParams(E=1.8, A=400.0, B=2000.0, alpha=0.34, beta=0.36)
+    rng = np.random.default_rng(5)
+    N = np.exp(rng.uniform(np.log(1e7), np.log(1e9), 40))
+    D = np.exp(rng.uniform(np.log(1e9), np.log(1e11), 40))
+    y = np.asarray(nqs.chinchilla_loss(truth, N, D)) * np.exp(0.01 * rng.standard_normal(40))
+    _write(tmp_path / "runs.csv", ["N", "D", "loss"], [[a, b, c] for a, b, c in zip(N, D, y)])
+    fit_json = str(tmp_path / "fit.json")
+    assert main(["fit", str(tmp_path / "runs.csv"), "--model", "chinchilla", "--bootstrap", "24",
+                 "--level", "0.8", "--out", fit_json, "--no-progress"]) == 0
+    stored = json.load(open(fit_json))["bootstrap"]
+    assert stored["level"] == 0.8 and len(stored["samples"]) + stored["num_failed"] == 24
+    # The stored samples give back the Python bootstrap's interval.
+    model = nqs.model_from_dict(json.load(open(fit_json)))
+    boot = nqs.BootstrapResult.from_dict(model, stored)
+    test = nqs.Runs.from_arrays(N[:5], D=D[:5])
+    lo_py, hi_py = boot.predict_interval(test)
+    outs = {}
+    for extra in ([], ["--prediction-interval", "--level", "0.9"]):
+        out = str(tmp_path / f"pred{len(extra)}.csv")
+        assert main(["predict", str(tmp_path / "runs.csv"), "--params", fit_json, "--out", out,
+                     "--no-progress", *extra]) == 0
+        with open(out) as f:
+            rows = list(csv.DictReader(f))
+        outs[len(extra)] = np.array([[float(r[k]) for k in ("lower", "prediction", "upper")]
+                                     for r in rows])
+    conf, pred = outs[0], outs[3]
+    np.testing.assert_allclose(conf[:5, 0], lo_py, rtol=1e-12)
+    np.testing.assert_allclose(conf[:5, 2], hi_py, rtol=1e-12)
+    assert np.all(conf[:, 0] <= conf[:, 2]) and np.mean(
+        (conf[:, 0] <= conf[:, 1]) & (conf[:, 1] <= conf[:, 2])) > 0.9
+    assert np.all(pred[:, 2] - pred[:, 0] > conf[:, 2] - conf[:, 0])  # adds run-to-run noise
+    # A prediction interval covers the runs' own losses about as often as its level says.
+    assert 0.75 <= np.mean((pred[:, 0] <= y) & (y <= pred[:, 2])) <= 1.0
+    capsys.readouterr()
+    # Without a bootstrap the interval flags are refused, naming what is missing.
+    plain = str(tmp_path / "plain.json")
+    assert main(["fit", str(tmp_path / "runs.csv"), "--model", "chinchilla", "--out", plain,
+                 "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["predict", str(tmp_path / "runs.csv"), "--params", plain, "--out",
+                 str(tmp_path / "x.csv"), "--prediction-interval"]) == 2
+    assert "needs a PARAMS.json written by 'fit --bootstrap M'" in capsys.readouterr().err
+    bad = json.load(open(fit_json))
+    bad["bootstrap"]["Samples"] = bad["bootstrap"].pop("samples")
+    json.dump(bad, open(tmp_path / "bad.json", "w"))
+    assert main(["predict", str(tmp_path / "runs.csv"), "--params", str(tmp_path / "bad.json"),
+                 "--out", str(tmp_path / "x.csv")]) == 2
+    assert "unknown key 'Samples' (did you mean 'samples'?)" in capsys.readouterr().err

@@ -24,14 +24,17 @@ uncertainty of $\theta$ and the noise of a single run.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import numpy as np
 
 from .._custom_types import FloatArray
-from .._model import AbstractLossModel
+from .._misc import suggest
+from .._model import AbstractLossModel, model_from_dict
 from .._runs import Runs
 from ._fit import FitResult, Objective, objective, residual_vector
 from ._optimize import bootstrap_weights, least_squares, minimize, percentile_interval
@@ -99,6 +102,98 @@ class BootstrapResult(eqx.Module):
             pred = _with_residuals(pred, self.inflation * np.asarray(self.residuals, float),
                                    draws, seed)
         return percentile_interval(pred, lvl)
+
+
+    def to_dict(self) -> dict[str, Any]:
+        """The bootstrap as a JSON-ready mapping (what `nqs-engine fit --bootstrap` stores).
+
+        Keys: `level`, `num_samples`, `num_failed`, `inflation`, `residuals` (the
+        fit's log residuals, non-finite ones as `null`) and `samples` (one mapping
+        of parameters per successful refit; the options are the fitted model's).
+        [`BootstrapResult.from_dict`][] reads it back.
+
+        **Example:** see [`BootstrapResult.from_dict`][].
+        """
+        params = {name: np.atleast_1d(np.asarray(v, dtype=np.float64))
+                  for name, v in self.samples.parameters().items()}
+        count = int(self.samples.shape[0]) if self.samples.shape else 1
+        samples = [{name: float(v[i]) for name, v in params.items()} for i in range(count)]
+        residuals = [float(e) if np.isfinite(e) else None
+                     for e in np.asarray(self.residuals, dtype=np.float64).ravel()]
+        return {"level": self.level, "num_samples": self.num_samples,
+                "num_failed": self.num_failed, "inflation": self.inflation,
+                "residuals": residuals, "samples": samples}
+
+    @classmethod
+    def from_dict(cls, model: AbstractLossModel, data: Mapping[str, Any],
+                  source: str = "bootstrap") -> "BootstrapResult":
+        r"""The bootstrap stored by [`BootstrapResult.to_dict`][] beside `model` (the fit).
+
+        Each sample is `model` with that sample's parameters; `ValueError` names
+        `source` and the key for anything missing, unknown or malformed.
+
+        **Example:**
+
+        >>> import numpy as np, nqs_engine as nqs
+        >>> truth, lr = nqs.preset("pythia-owt2")
+        >>> N = np.repeat([3e6, 1e7, 3e7], 4)
+        >>> B = np.tile([32.0, 64, 128, 256], 3)
+        >>> K = np.repeat([2000.0, 4000, 8000], 4)
+        >>> runs = nqs.Runs.from_arrays(N, B, K, nqs.risk(truth, N, B, K, lr=lr).total)
+        >>> fitted = nqs.fit(runs, starts=64, refine=2, max_steps=50)
+        >>> boot = nqs.bootstrap(runs, fitted, num_samples=4, max_steps=10)
+        >>> back = nqs.BootstrapResult.from_dict(fitted.model, boot.to_dict())
+        >>> bool(np.allclose(back.predictions(runs), boot.predictions(runs)))
+        True
+        """
+        if not isinstance(data, Mapping):
+            raise ValueError(f"{source}: expected an object, got {type(data).__name__}")
+        known = ("level", "num_samples", "num_failed", "inflation", "residuals", "samples")
+        for key in data:
+            if key not in known:
+                raise ValueError(f"{source}: unknown key {key!r}{suggest(key, known)}")
+        for key in known:
+            if key not in data:
+                raise ValueError(f"{source}: missing key {key!r}")
+        samples = data["samples"]
+        if not isinstance(samples, list) or not samples:
+            raise ValueError(f"{source}: 'samples' must be a non-empty list of parameter objects")
+        base = model.to_dict()
+        names = set(model.parameters())
+        models = []
+        for i, sample in enumerate(samples):
+            where = f"{source}: samples[{i}]"
+            if not isinstance(sample, Mapping) or set(sample) != names:
+                raise ValueError(f"{where}: expected the parameters {', '.join(sorted(names))}")
+            models.append(model_from_dict({**base, **sample}, where))
+        stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *models)
+        residuals = data["residuals"]
+        if not isinstance(residuals, list) or not all(
+                e is None or (isinstance(e, (int, float)) and not isinstance(e, bool))
+                for e in residuals):
+            raise ValueError(f"{source}: 'residuals' must be a list of numbers (or null)")
+        level = data["level"]
+        if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0 < level < 1:
+            raise ValueError(f"{source}: 'level' must be in (0, 1), got {level!r}")
+        inflation = data["inflation"]
+        if isinstance(inflation, bool) or not isinstance(inflation, (int, float)) \
+                or not inflation >= 1:
+            raise ValueError(f"{source}: 'inflation' must be a number >= 1, got {inflation!r}")
+        num = data["num_samples"]
+        failed = data["num_failed"]
+        if not (isinstance(num, int) and isinstance(failed, int) and num == len(samples) + failed):
+            raise ValueError(f"{source}: 'num_samples' must be the samples plus 'num_failed'")
+        return cls(
+            samples=stacked,
+            objectives=jnp.full((len(samples),), jnp.nan),
+            ok=np.r_[np.ones(len(samples), bool), np.zeros(failed, bool)],
+            num_failed=failed,
+            level=float(level),
+            num_samples=num,
+            residuals=jnp.asarray([np.nan if e is None else e for e in residuals], float),
+            wall_time=0.0,
+            inflation=float(inflation),
+        )
 
 
 def _with_residuals(pred: np.ndarray, residuals: np.ndarray, draws: int, seed: int) -> np.ndarray:

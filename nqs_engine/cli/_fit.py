@@ -117,6 +117,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-steps", type=positive_int, default=None,
                         help="optimiser iterations per start at most (default: the model's; 400 "
                         "for the NQS)")
+    parser.add_argument("--bootstrap", type=int, default=0, metavar="M",
+                        help="also refit M resamples of the runs (whole runs resampled) and keep "
+                        "them in OUT.json: 'predict' then adds lower and upper columns "
+                        "(default 0: none)")
+    parser.add_argument("--level", type=float, default=0.9,
+                        help="level of the intervals --bootstrap gives (default 0.9)")
     add_schedule_options(parser, column=True)
     add_curve_options(parser)
     add_log_options(parser)
@@ -154,6 +160,10 @@ def run(args: argparse.Namespace) -> int:
     if args.starts is not None and args.refine is not None and args.refine > args.starts:
         raise InputError(f"--refine {args.refine} is larger than --starts {args.starts}: at most "
                          "--starts candidates can be refined")
+    if args.bootstrap < 0:
+        raise InputError(f"--bootstrap: must be >= 0, got {args.bootstrap}")
+    if not 0.0 < args.level < 1.0:
+        raise InputError(f"--level: must be in (0, 1), got {args.level}")
     model = template(args)
     check_out(args.out)
     spec = schedule_spec(args)
@@ -185,6 +195,20 @@ def run(args: argparse.Namespace) -> int:
             bar.close()
         out = {**result.model.to_dict(), "seq_len": args.seq_len,
                "diagnostics": result.summary()}
+        if args.bootstrap:
+            from .._fit import bootstrap
+
+            bar = Progress("bootstrap", progress_enabled(args))
+            try:
+                boot = bootstrap(runs, result, num_samples=args.bootstrap, level=args.level,
+                                 seed=args.seed, progress=report)
+            except ValueError as exc:
+                raise InputError(f"{table.path}: bootstrap: {exc}") from None
+            finally:
+                bar.close()
+            out["bootstrap"] = boot.to_dict()
+            print(f"{PROG}: bootstrap: {boot.samples.shape[0]} of {args.bootstrap} refits "
+                  f"succeeded in {boot.wall_time:.1f} s", file=sys.stderr, flush=True)
         f.write(json_text(out))
     for text in result.notes:
         print(f"{PROG}: note: {text}", file=sys.stderr, flush=True)

@@ -169,6 +169,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_schedule_options(parser, column=True)
     add_curve_options(parser)
     parser.add_argument(
+        "--prediction-interval", action="store_true",
+        help="with a PARAMS.json from 'fit --bootstrap': lower/upper bound a run's measured "
+        "loss (the refits' predictions times resampled residuals), not the model's prediction",
+    )
+    parser.add_argument(
+        "--level", type=float, default=None,
+        help="interval level with a bootstrapped PARAMS.json (default: the fit's --level)",
+    )
+    parser.add_argument(
         "--chunk-rows",
         type=positive_int,
         default=200_000,
@@ -189,8 +198,13 @@ class Predictor:
     """What `predict` computes for each chunk: the model and the schedules."""
 
     def __init__(self, model, path: str, schedule=None, column: str | None = None,
-                 num_segments: int = 1, use_d: bool = False):
+                 num_segments: int = 1, use_d: bool = False, boot=None, seq_len: float = 128.0,
+                 level: float = 0.9, prediction: bool = False):
         self.model = model
+        self.boot = boot  # a BootstrapResult: lower and upper columns
+        self.seq_len = seq_len
+        self.level = level
+        self.prediction = prediction
         self.path = path
         self.schedule = schedule  # one schedule for every row
         self.column = column  # or a SPEC per row, from this column
@@ -243,7 +257,8 @@ class Predictor:
         return Schedule(*fields)
 
     def __call__(self, chunk, size: int) -> tuple[tuple[str, ...], np.ndarray]:
-        """The term names and the (rows, 1 + terms) table of one chunk, padded to `size`."""
+        """The term names and the (rows, 1 + terms [+ 2]) table of one chunk (computed padded
+        to `size` rows; the lower and upper bounds last with a bootstrap)."""
         import equinox as eqx
 
         m = len(chunk)
@@ -251,6 +266,7 @@ class Predictor:
         N = pad(chunk.values["N"])
         inputs = {name: pad(chunk.values[name]) for name in self.model.inputs
                   if name in chunk.values}
+        sched = None
         try:
             if self.use_d:
                 out = self.model(N, D=pad(chunk.values["D"]), **inputs)
@@ -268,8 +284,10 @@ class Predictor:
         except ValueError as exc:  # inputs the model does not take
             raise InputError(f"{self.path}: {exc}") from None
         terms = out.terms()
-        table = np.stack([np.asarray(out.total)] + [np.asarray(v) for v in terms.values()],
-                         axis=1)[:m]
+        columns = [np.asarray(out.total)] + [np.asarray(v) for v in terms.values()]
+        if self.boot is not None:
+            columns += list(self.interval(N, inputs, sched, chunk))
+        table = np.stack(columns, axis=1)[:m]
         finite = np.isfinite(table).all(axis=1)
         if not finite.all():
             i = int(np.argmin(finite))
@@ -279,10 +297,59 @@ class Predictor:
             )
         return tuple(terms), table
 
+    def interval(self, N, inputs, sched, chunk) -> tuple[np.ndarray, np.ndarray]:
+        """The bootstrap interval (lower, upper) of each (padded) row."""
+        from .._runs import Runs
 
-def output_columns(model) -> tuple[str, ...]:
-    """The columns `predict` appends for `model`: prediction and the model's terms."""
-    return ("prediction", *model.terms)
+        if self.use_d:
+            runs = Runs.from_arrays(N, D=chunk_pad(chunk.values["D"], N.size),
+                                    seq_len=self.seq_len, inputs=inputs or None)
+        elif sched is not None:
+            runs = Runs.from_arrays(N, schedule=sched, seq_len=self.seq_len, inputs=inputs or None)
+        else:
+            runs = Runs.from_arrays(N, chunk_pad(chunk.values["B"], N.size),
+                                    chunk_pad(chunk.values["K"], N.size), seq_len=self.seq_len,
+                                    inputs=inputs or None)
+        try:
+            lo, hi = self.boot.predict_interval(runs, self.level, prediction=self.prediction,
+                                                seed=chunk.start)
+        except ValueError as exc:
+            raise InputError(f"{self.path}, rows {chunk.start + 1}-{chunk.start + len(chunk)}: "
+                             f"bootstrap interval: {exc}") from None
+        return np.asarray(lo, float), np.asarray(hi, float)
+
+
+def chunk_pad(v: np.ndarray, size: int) -> np.ndarray:
+    """`v` padded to `size` rows by repeating its last value."""
+    return np.pad(v, (0, size - v.size), mode="edge")
+
+
+def output_columns(model, intervals: bool = False) -> tuple[str, ...]:
+    """The columns `predict` appends for `model`: prediction, the model's terms (and the
+    interval's lower and upper bounds)."""
+    return ("prediction", *model.terms, *(("lower", "upper") if intervals else ()))
+
+
+def load_bootstrap(loaded, args: argparse.Namespace):
+    """The `BootstrapResult` stored in a PARAMS.json by 'fit --bootstrap' (None if none)."""
+    data = loaded.data.get("bootstrap") if loaded.data else None
+    if data is None:
+        if args.prediction_interval or args.level is not None:
+            flag = "--prediction-interval" if args.prediction_interval else "--level"
+            raise InputError(f"{flag} needs a PARAMS.json written by 'fit --bootstrap M'; "
+                             f"{loaded.source} holds no bootstrap")
+        return None
+    if args.level is not None and not 0.0 < args.level < 1.0:
+        raise InputError(f"--level: must be in (0, 1), got {args.level}")
+    if args.variant is not None or args.lr is not None:
+        raise InputError("--variant and --lr change the model, but the bootstrap samples of "
+                         f"{loaded.source} were fitted without them; drop them")
+    from .._fit import BootstrapResult
+
+    try:
+        return BootstrapResult.from_dict(loaded.model, data, f"{loaded.source}: bootstrap")
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
 
 
 def run_curves(args: argparse.Namespace, loaded) -> int:
@@ -325,6 +392,7 @@ def run(args: argparse.Namespace) -> int:
     if args.lr_column is not None:
         return run_curves(args, loaded)
     model = loaded.model
+    boot = load_bootstrap(loaded, args)
     spec = schedule_spec(args)
     if spec is not None:
         where = f"--schedule {spec.text!r}" if args.schedule is not None else spec.text
@@ -339,7 +407,7 @@ def run(args: argparse.Namespace) -> int:
     runs = ColumnarRuns(
         args.runs,
         (RUN_COLUMNS[0], D_COLUMN) if use_d else RUN_COLUMNS,
-        reserved=output_columns(model),
+        reserved=output_columns(model, boot is not None),
         optional=inputs,
         text=[] if column is None else [(column.strip(), "schedule SPECs, --schedule-column")],
     )
@@ -347,7 +415,11 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"{args.out}: --out must not be the input file")
     predictor = Predictor(model, runs.path, schedule=spec,
                           column=None if column is None else column.strip(),
-                          num_segments=1 if spec is None else spec.num_segments, use_d=use_d)
+                          num_segments=1 if spec is None else spec.num_segments, use_d=use_d,
+                          boot=boot, seq_len=loaded.seq_len,
+                          level=boot.level if boot is not None and args.level is None
+                          else (args.level or 0.9),
+                          prediction=args.prediction_interval)
     show = progress_enabled(args)
 
     with atomic_output(args.out, binary=True) as f:
@@ -364,7 +436,8 @@ def run(args: argparse.Namespace) -> int:
 
         # Pass 2: compute chunk by chunk, appending to the temporary output.
         size = chunk_size(n_rows, args.chunk_rows, predictor.num_segments)
-        writer = ColumnarWriter(f, runs.header, output_columns(model), table_format(args.out),
+        writer = ColumnarWriter(f, runs.header, output_columns(model, boot is not None),
+                                table_format(args.out),
                                 numeric=runs.index)
         bar = Progress("predicting", show)
         done = 0
