@@ -19,7 +19,8 @@ user would write for the raw export, and collects its JSON:
 
 Prints one line per ladder, model and held-out budget, and saves
 results/ladders.json (every row of every backtest, the fits' wall times, the
-command lines).
+command lines); with `--bootstrap M`, results/ladders_bootstrap.json with the
+coverage of 90% prediction intervals and the wall time with the refits.
 """
 
 from __future__ import annotations
@@ -58,12 +59,18 @@ LADDERS = {
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default=",".join(LADDERS))
-    parser.add_argument("--bootstrap", type=int, default=0)
+    parser.add_argument("--bootstrap", type=int, default=0,
+                        help="bootstrap refits per fit: interval coverage (saved apart, as "
+                        "results/ladders_bootstrap.json)")
+    parser.add_argument("--pythia-models", default="nqs,nqs-weight-norm,chinchilla",
+                        help="models backtested on Pythia (the weight-norm fit takes minutes)")
     args = parser.parse_args()
     results, skipped = {}, {}
     with tempfile.TemporaryDirectory() as folder:
         for name in args.only.split(","):
             path, options = LADDERS[name]
+            if name == "pythia":
+                options = [*options[:-1], args.pythia_models]
             if not path.exists():
                 skipped[name] = f"{path} not found"
                 print(f"{name}: skipped ({skipped[name]})")
@@ -86,7 +93,8 @@ def main() -> None:
             results[name] = report
             print(f"== {name} ({report['process_wall_s']:.0f} s)")
             print(done.stdout.rstrip())
-    save("ladders", {"ladders": results, "skipped": skipped})
+    save("ladders_bootstrap" if args.bootstrap else "ladders",
+         {"ladders": results, "skipped": skipped, "bootstrap": args.bootstrap})
 
 
 if __name__ == "__main__":

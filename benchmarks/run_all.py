@@ -71,6 +71,14 @@ JOBS = (
         note="three fits; no smaller size under --quick"),
     Job("bench_plan", "bench_plan.py", (), (), needs_data=True, writes="plan.json",
         note="reads fit.json from the same results folder, else refits"),
+    Job("bench_cli", "bench_cli.py", (), ("--rows", "20000", "--big-rows", "0", "--repeats", "1"),
+        writes="cli.json"),
+    Job("ladders", "ladders.py", (), ("--only", "comma", "--pythia-models", "nqs"),
+        needs_data=True, writes="ladders.json",
+        note="the weight-norm fit on Pythia takes ~6 minutes"),
+    Job("ladders_bootstrap", "ladders.py", ("--bootstrap", "100", "--pythia-models",
+                                            "nqs,chinchilla"), ("--only", "comma"),
+        needs_data=True, writes="ladders_bootstrap.json"),
 )
 NAMES = [j.name for j in JOBS]
 

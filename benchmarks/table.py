@@ -72,7 +72,8 @@ def fmt(x: float, unit: str = "") -> str:
     elif abs(x) >= 1e-3:
         text = f"{x:.4g}"
     else:
-        mantissa, exponent = f"{x:.2g}".split("e")
+        text = f"{x:.2g}"
+        mantissa, exponent = (text if "e" in text else f"{x:.1e}").split("e")  # 5.2e-4 too
         text = f"{mantissa}e{int(exponent)}"
     return f"{text} {unit}".rstrip()
 
@@ -306,6 +307,70 @@ def _plan(b: _Builder) -> None:
               better="higher")
 
 
+def _curves(b: _Builder) -> None:
+    d = b.data
+    for size, s in sorted(d.get("transfer", {}).get("summary", {}).items(), key=lambda t: int(t[0])):
+        with b.optional():
+            b.add(f"schedule transfer on the MPL curves, one NQS across sizes (nqs.SizedNQS) fitted "
+                  f"on 3 schedules x 2 sizes: mean held-out MAE over the {s['held_out']} unseen "
+                  f"schedules' curves, {size}M (nats; MAE <= 0.005 on {s['mae_ok']}/{s['held_out']}, "
+                  f"final within 0.006 on {s['final_ok']}/{s['held_out']}; worst curve "
+                  f"{fmt(s['held_out_mae_max'])})", s["held_out_mae_mean"],
+                  s["mpl_published_mae"], better="lower",
+                  reference_note=f"Multi-Power Law, one fit per size, published "
+                                 f"{s['mpl_published_mae_text']}")
+    for size, r in sorted(d.get("prefix", {}).get("at_half", {}).items(), key=lambda t: int(t[0])):
+        with b.optional():
+            b.add(f"prefix -> endpoint at p = 0.5, {size}M, {r['runs']} runs: NQS endpoint MAE "
+                  f"(nats; worst {fmt(r['model worst'])})", r["model mae"], r["best form mae"],
+                  better="lower", reference_note=f"best parametric form, {r['best form']}")
+    with b.optional():
+        b.add("benchmarks/curves.py, the whole run: transfer fit, 9 prefix fractions, compute laws "
+              "(s; target <= 600)", d["wall_time_s"], better="lower")
+
+
+def _cli(b: _Builder) -> None:
+    f = b.data["figures"]
+    with b.optional():
+        b.add(f"nqs-engine predict, whole process, {f['rows']:,} rows CSV in and out, warm "
+              f"compile cache (rows/s; Parquet {fmt(f['predict_parquet_rows_per_s'])}; "
+              f"target >= 100,000)", f["predict_csv_rows_per_s"], better="higher")
+    with b.optional():
+        b.add(f"nqs-engine predict on {f['big_rows']:,} rows: rows/s and peak RSS "
+              f"{fmt(f['predict_big_peak_rss_mb'])} MB (1M rows: "
+              f"{fmt(f['predict_csv_peak_rss_mb'])} MB)", f["predict_big_rows_per_s"],
+              better="higher")
+    with b.optional():
+        b.add("nqs-engine predict --help, whole process (s; target < 1)", f["predict_help_s"],
+              better="lower")
+    with b.optional():
+        b.add("nqs-engine predict on 10 rows, whole process, warm cache (s; target < 3)",
+              f["predict_10_rows_s"], better="lower")
+
+
+def _ladders(b: _Builder) -> None:
+    boot = b.data.get("bootstrap", 0)
+    for name, report in b.data.get("ladders", {}).items():
+        overall = {r["model"]: r for r in report["rows"] if r["budget"] == "all"}
+        best = {m: max(abs(r["best_run_error"]) for r in report["rows"]
+                       if r["model"] == m and r["budget"] != "all") for m in overall}
+        chin = overall.get("chinchilla")
+        for model, r in overall.items():
+            if model == "chinchilla":
+                continue
+            with b.optional():
+                cover = "" if r.get("coverage") is None else \
+                    f", 90% interval coverage {100 * r['coverage']:.0f}%"
+                b.add(f"{name}: held-out MSLE, {model} ({r['n']} runs, gap up to "
+                      f"{fmt(r['gap'])}x; worst best-run error {100 * best[model]:.2f}%{cover})",
+                      r["msle"], None if chin is None else chin["msle"], better="lower",
+                      reference_note="Chinchilla fitted the same way")
+        with b.optional():
+            if boot:
+                b.add(f"{name}: backtest wall time with bootstrap {boot} (s; target <= 300)",
+                      report["process_wall_s"], better="lower")
+
+
 # file-name prefix -> (the script that writes it, row builder); the order of the table
 KINDS = {
     "risk": ("bench_risk", _risk),
@@ -315,6 +380,9 @@ KINDS = {
     "fit": ("bench_fit", _fit),
     "compute_gap": ("compute_gap", _compute_gap),
     "plan": ("bench_plan", _plan),
+    "cli": ("bench_cli", _cli),
+    "ladders": ("ladders", _ladders),
+    "curves": ("curves", _curves),
 }
 
 
