@@ -742,9 +742,11 @@ class NQSSpace(AbstractFitSpace):
         used = np.ones(runs.size, bool) if weights is None else np.asarray(weights) > 0
         _check_design(runs, used)
         data = nqs_data(runs, template.search_rule, 1, type(template).__name__)
-        peak = data.largest_multiplier * float(np.max(np.asarray(template.lr)))
-        if not peak > 0:
+        if not data.largest_multiplier > 0:
             raise ValueError("no run takes a step with a positive step size; nothing to fit")
+        # The model itself must stay valid (lr * Q < 2: a multiplier of 1 is the peak step
+        # size), also when the runs' schedules never reach their peak (cosine pieces).
+        peak = max(1.0, data.largest_multiplier) * float(np.max(np.asarray(template.lr)))
         return cls(template=template, lr_max=jnp.asarray(peak),
                    q_min=q_floor(template.search_rule), remarks=tuple(design_notes(runs, used)))
 
