@@ -26,7 +26,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from .._quadrature import hurwitz_zeta, sum_directions
+from .._quadrature import Crossover, hurwitz_zeta, sum_directions
 
 
 # ---------------------------------------------------------------------------
@@ -62,24 +62,37 @@ def log_abs_one_minus(x, two_minus_x):
     r"""$\log|1 - x|$ for $0 \le x < 2$, accurate at both ends ($-\infty$ at $x = 1$).
 
     `log1p(-x)` for $x < 1/2$; $\log|1 - x|$ (exact subtraction) in between;
-    `log1p(-(2 - x))` for $x > 3/2$, with $2 - x$ supplied accurately.
+    `log1p(-(2 - x))` for $x > 3/2$, with $2 - x$ supplied accurately. Written as
+    $\log t + \operatorname{log1p}(s)$ with the selects on the arguments only
+    ($t = 1$ or $s = 0$ where a branch is not taken, each exactly 0 after its
+    function): a select on the output of a transcendental function stops XLA's CPU
+    backend from fusing it into the reduction that consumes it (three to four times
+    slower per point).
     """
     low, high = x < 0.5, x > 1.5
-    near0 = jnp.log1p(-jnp.where(low, x, 0))
-    near2 = jnp.log1p(-jnp.where(high, two_minus_x, 0))
-    mid = jnp.log(jnp.abs(1 - jnp.where(low | high, 2, x)))
-    return jnp.where(low, near0, jnp.where(high, near2, mid))
+    mid = jnp.log(jnp.where(low | high, 1, jnp.abs(1 - x)))
+    ends = jnp.log1p(-jnp.where(low, x, jnp.where(high, two_minus_x, 0)))
+    return mid + ends
 
 
 def head_exponent(k, L):
-    """k * L, with 0 for k = 0 even where L = -inf (a = 0: a^0 = 1)."""
-    return jnp.where(k > 0, k * L, 0)
+    """k * L, with 0 for k = 0 even where L = -inf (a = 0: a^0 = 1).
+
+    The clamp of L (to the most negative float where k = 0) is select-free per point.
+    """
+    floor = jnp.where(k > 0, -jnp.inf, jnp.finfo(L.dtype).min)
+    return k * jnp.maximum(L, floor)
 
 
 def geometric_ratio(one_minus_a2k, x, d, k):
-    r"""$(1 - a^{2k})/(1 - a^2) = (1 - a^{2k})/(x(2 - x))$, with its limit $k$ as $x \to 0$."""
-    ok = x > jnp.finfo(x.dtype).tiny
-    return jnp.where(ok, one_minus_a2k / (jnp.where(ok, x, 1) * d), k)
+    r"""$(1 - a^{2k})/(1 - a^2) = (1 - a^{2k})/(x(2 - x))$, with its limit $k$ as $x \to 0$.
+
+    $x$ is clamped at the smallest normal number (select-free): where the caller
+    computed $1 - a^{2k}$ from the same clamped $x$ (as [`advance`][] does), the ratio
+    stays at its limit $k$ should $x$ underflow. `k` is kept for the signature.
+    """
+    del k
+    return one_minus_a2k / (jnp.maximum(x, jnp.finfo(x.dtype).tiny) * d)
 
 
 # Segments beyond this count are applied with lax.scan instead of unrolled.
@@ -115,9 +128,8 @@ def advance(lam, tail, log_b, v, lr, batch, k, top, need_v=True):
     $\gamma = 0$ is a no-op with finite derivatives (see [`idle`][]).
     """
     lr, k = idle(lr, k, top)
-    x = lr * lam
+    x = jnp.maximum(lr * lam, jnp.finfo(lam.dtype).tiny)
     if tail:
-        x = jnp.maximum(x, jnp.finfo(x.dtype).tiny)
         L = jnp.log1p(-x)
         d = 2 - x
         y = 2 * k * L
@@ -183,10 +195,38 @@ def direction_terms(u, tail, theta, lrs, batches, steps, term, scan=False):
     return variance_from_state(u, tail, theta, lam, v)
 
 
+def crossover(theta, lrs, steps, term):
+    r"""Where `term` of one configuration changes shape over the directions: a [`Crossover`][].
+
+    Segment $s$ has taken $T_s = \gamma_s k_s$ (step size times steps) when it ends.
+    Direction $n$ is trained out where $2\lambda_n \sum_s T_s \gg 1$ and untouched
+    where it is $\ll 1$, so the bias changes shape only around
+    $2\lambda_n \sum_s T_s = 1$, i.e. $\log n^* = \log(2 Q \sum_s T_s)/q$. The
+    variance adds each segment's own noise, saturated where $2\lambda_n T_s \gg 1$
+    and damped by the later segments: it changes shape at $\log n^*$ of every partial
+    sum of the $T_s$, all between those of $\min_s T_s$ and of $\sum_s T_s$. Segments
+    without steps or at step size 0 do not count.
+    """
+    q, Q = theta[1], theta[3]
+    tiny = jnp.finfo(lrs.dtype).tiny
+    moving = (lrs > 0) & (steps > 0)
+    T = jnp.where(moving, lrs * steps, 0)
+    total = jnp.sum(T)
+    log_2Q = jnp.log(2 * Q)
+    hi = (log_2Q + jnp.log(jnp.maximum(total, tiny))) / q
+    if term == "bias" or T.shape[0] == 1:
+        lo = hi
+    else:
+        smallest = jnp.min(jnp.where(moving, T, total))
+        lo = (log_2Q + jnp.log(jnp.maximum(smallest, tiny))) / q
+    return Crossover(lo, hi, 1 / q)
+
+
 def config_sum(theta, N, lrs, batches, steps, rule, term, scan=False):
     """One configuration's bias or variance sum (a scalar); segments are 1-D arrays."""
     return sum_directions(
-        lambda u, tail: direction_terms(u, tail, theta, lrs, batches, steps, term, scan), N, rule
+        lambda u, tail: direction_terms(u, tail, theta, lrs, batches, steps, term, scan), N, rule,
+        crossover(theta, lrs, steps, term),
     )
 
 
@@ -232,4 +272,4 @@ def check_values(theta, N, lrs, batches, steps, rule):
 @eqx.filter_jit
 def approximation_term(p, P, N, rule):
     r"""The approximation term $\tfrac12 P\,\zeta(p, N + 1)$ (the directions $n > N$)."""
-    return 0.5 * P * hurwitz_zeta(p, N + 1, terms=rule.head)
+    return 0.5 * P * hurwitz_zeta(p, N + 1, terms=min(rule.head, 16))
