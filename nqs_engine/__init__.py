@@ -10,7 +10,6 @@ Nothing here changes global JAX settings; enable float64 in your own script with
 # `nqs.risk` imports the risk modules, `nqs.fit` the fitting ones, and so on.
 
 import importlib
-import importlib.metadata
 from typing import TYPE_CHECKING
 
 #: Public name -> the private module that defines it.
@@ -160,6 +159,15 @@ __all__ = sorted(_EXPORTS)
 
 def __getattr__(name: str):
     """Import a public name on first use and keep it in the module (PEP 562)."""
+    if name == "__version__":  # importlib.metadata costs ~20 ms: only when asked
+        from importlib import metadata
+
+        try:
+            version = metadata.version("nqs-engine")
+        except metadata.PackageNotFoundError:  # running from a source tree
+            version = "0.0.0+unknown"
+        globals()[name] = version
+        return version
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -170,10 +178,5 @@ def __getattr__(name: str):
 
 def __dir__() -> list[str]:
     """The public names (imported or not) and the module's own attributes."""
-    return sorted(set(globals()) | set(_EXPORTS))
+    return sorted(set(globals()) | set(_EXPORTS) | {"__version__"})
 
-
-try:
-    __version__ = importlib.metadata.version("nqs-engine")
-except importlib.metadata.PackageNotFoundError:  # running from a source tree
-    __version__ = "0.0.0+unknown"

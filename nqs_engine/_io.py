@@ -19,6 +19,7 @@ import dataclasses
 import json
 import os
 import tempfile
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import IO, Any
 
@@ -350,6 +351,33 @@ def _umask() -> int:
     return mask
 
 
+#: Held while an output's temporary file is created or moved into place, and by
+#: [`abandon_outputs`][], so that an interrupt sees every output either pending or done.
+OUTPUTS_LOCK = threading.RLock()
+#: Set by a process that ends itself at a signal (the command line): then the
+#: temporary files and finished outputs of [`atomic_output`][] are remembered in
+#: `_TRACKED` for [`abandon_outputs`][].
+_TRACKING = [False]
+_TRACKED: set[str] = set()
+
+
+def track_outputs() -> None:
+    """Remember every output of [`atomic_output`][] from now on, for [`abandon_outputs`][]."""
+    _TRACKING[0] = True
+
+
+def abandon_outputs() -> None:
+    """Delete every remembered temporary file and finished output (at an interrupt).
+
+    Takes [`OUTPUTS_LOCK`][] and keeps it: the caller is about to end the process.
+    """
+    OUTPUTS_LOCK.acquire()
+    for path in list(_TRACKED):
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+    _TRACKED.clear()
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike[str], binary: bool = False) -> Iterator[IO[Any]]:
     """Open a text (or, with `binary=True`, binary) file that replaces `path` only if
@@ -358,7 +386,9 @@ def atomic_output(path: str | os.PathLike[str], binary: bool = False) -> Iterato
     Writes to a hidden temporary file in `path`'s folder, then flushes it to
     disk and moves it onto `path` with `os.replace`. On any exception
     (`KeyboardInterrupt` included) the temporary file is deleted and `path`,
-    existing or not, is left untouched. The file is opened with `newline=""`
+    existing or not, is left untouched. After [`track_outputs`][] (the command
+    line's interrupt handling), [`abandon_outputs`][] deletes the temporary
+    file, or `path` once it is written. The file is opened with `newline=""`
     (ready for `csv.writer`) in UTF-8; it gets the permissions of a new file
     under the current umask.
 
@@ -381,10 +411,13 @@ def atomic_output(path: str | os.PathLike[str], binary: bool = False) -> Iterato
         raise InputError(f"{path}: is a directory, expected a file name for the output")
     if not os.path.isdir(folder):
         raise InputError(f"{path}: output folder {folder} does not exist")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
-    except OSError as exc:
-        raise InputError(f"{path}: cannot write to folder {folder}: {exc.strerror}") from None
+    with OUTPUTS_LOCK:
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
+        except OSError as exc:
+            raise InputError(f"{path}: cannot write to folder {folder}: {exc.strerror}") from None
+        if _TRACKING[0]:
+            _TRACKED.add(tmp)
     try:
         text = {} if binary else {"newline": "", "encoding": "utf-8"}
         with os.fdopen(fd, "wb" if binary else "w", **text) as f:
@@ -392,10 +425,16 @@ def atomic_output(path: str | os.PathLike[str], binary: bool = False) -> Iterato
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
+        with OUTPUTS_LOCK:
+            os.replace(tmp, path)
+            if _TRACKING[0]:
+                _TRACKED.discard(tmp)
+                _TRACKED.add(path)
     except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+        with OUTPUTS_LOCK:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            _TRACKED.discard(tmp)
         raise
 
 

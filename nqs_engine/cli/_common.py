@@ -51,6 +51,9 @@ class Progress:
     so that a following message starts on a fresh line.
     """
 
+    #: Whether a bar's line is unfinished (an interrupt's message then starts a new one).
+    line_open = False
+
     def __init__(self, label: str, enabled: bool, stream: IO[str] | None = None):
         self.label = label
         self.enabled = enabled
@@ -76,14 +79,14 @@ class Progress:
         line = f"{self.label} [{bar}] {100 * fraction:5.1f}% {detail} ETA {eta}"
         self.stream.write("\r" + line + "\x1b[K")
         self.stream.flush()
-        self._drawn = True
+        self._drawn = Progress.line_open = True
 
     def close(self) -> None:
         """End the bar's line (if one was drawn)."""
         if self._drawn:
             self.stream.write("\n")
             self.stream.flush()
-            self._drawn = False
+            self._drawn = Progress.line_open = False
 
 
 def progress_enabled(args: argparse.Namespace) -> bool:
@@ -400,6 +403,8 @@ def check_out(path: str) -> None:
     full = os.path.abspath(path)
     if os.path.isdir(full):
         raise InputError(f"--out {path}: is a directory, expected a file name for the output")
+    if os.path.exists(os.path.dirname(full)) and not os.path.isdir(os.path.dirname(full)):
+        raise InputError(f"--out {path}: {os.path.dirname(full)} is a file, not a folder")
     if not os.path.isdir(os.path.dirname(full)):
         raise InputError(f"--out {path}: the folder {os.path.dirname(full)} does not exist")
     if not os.access(os.path.dirname(full), os.W_OK):
@@ -585,6 +590,8 @@ class RunsTable:
         from .._runs import Runs
 
         v = {k: a[mask] for k, a in self.values.items()}
+        if self.lr_column is None and "step" in v and "K" in v:
+            self._check_steps(mask)
         run = self.texts["run"][mask] if "run" in self.texts else None
         inputs = {name: v[name] for name in self.inputs}
         try:
@@ -606,6 +613,18 @@ class RunsTable:
                                     run=run, seq_len=seq_len, inputs=inputs)
         except ValueError as exc:
             raise InputError(f"{self.path}: {exc}") from None
+
+    def _check_steps(self, mask: np.ndarray) -> None:
+        """Refuse (naming the row, 1-based, and the run's K) a checkpoint past its run's end."""
+        step, K = self.values["step"], self.values["K"]
+        over = np.flatnonzero(mask & (step > K * (1 + 1e-12)))
+        if over.size:
+            i = int(over[0])
+            row = self.rows[i]
+            number = i + 1 if isinstance(row, list) else int(row)
+            raise InputError(f"{self.path}, row {number}: step = {step[i]:g} is past the end "
+                             f"of its run (K = {K[i]:g} steps); column 'step' must lie in "
+                             f"[0, K]")
 
     def peak(self, spec: Any, model) -> None:
         """Refuse (one line) a schedule whose largest multiplier the model cannot run."""

@@ -13,10 +13,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 
-from ._common import EXIT_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, PROG, InputError, error
+# `_common`'s PROG and EXIT_INTERRUPTED; `_common` itself (and numpy with it) is imported
+# only after the interrupt handling is in place (see `_Interrupts`).
+PROG, EXIT_INTERRUPTED = "nqs-engine", 130
 
 #: The subcommands, in the order `nqs-engine --help` lists them, with their modules
 #: and one-line summaries (the summaries are here so that `--help` imports nothing).
@@ -53,7 +56,7 @@ exit status:
   2    bad input, parameters or usage: one line on stderr starting
        '{PROG}: error:', and no output file
   1    internal error (set NQS_ENGINE_DEBUG=1 to see the traceback)
-  130  interrupted (Ctrl-C); no output file
+  130  interrupted (Ctrl-C, SIGINT or SIGTERM, at any moment); no output file
 
 environment:
   NQS_ENGINE_CACHE_DIR  where compiled programs are kept between runs
@@ -73,8 +76,14 @@ class _Parser(argparse.ArgumentParser):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.commands: dict[str, argparse.ArgumentParser] = {}
+        # Anything starting '-' and a digit (-1e20, -.5, -1,2) is a value, never an
+        # option: its type then rejects it with its range (argparse's own pattern
+        # misses exponents and lists, and reports "expected one argument").
+        self._negative_number_matcher = re.compile(r"^-\.?\d")
 
     def error(self, message: str) -> None:  # type: ignore[override]
+        from ._common import EXIT_INPUT, error
+
         where = self.prog[len(PROG):].strip()
         hint = f"{PROG} {where} --help" if where else f"{PROG} --help"
         error(f"{where + ': ' if where else ''}{message} (see '{hint}')")
@@ -180,6 +189,74 @@ def _command_of(argv: Sequence[str]) -> str | None:
     return None
 
 
+class _Interrupts:
+    """SIGINT and SIGTERM end the process at once: exit 130, one line, no output file.
+
+    The signals' Python handler does nothing; Python's own C handler writes each
+    signal's number to a pipe (`signal.set_wakeup_fd`) the moment it arrives, and
+    a watcher thread waiting on that pipe deletes the outputs in flight (see
+    `_io.abandon_outputs`), prints the message and calls `os._exit(130)`. So no
+    interrupt is lost in a callback that swallows exceptions (JAX's garbage
+    collection callback), none waits for a long compilation or computation to
+    return to Python, and none prints a traceback (during the imports of numpy,
+    JAX and the command either: `main` installs this before them; only a signal
+    in the first tens of milliseconds, while Python itself starts, comes first).
+    [`_Interrupts.finish`][] ends a run that was not interrupted the same way, with
+    its status, so that a signal up to the very end still wins.
+    """
+
+    def __init__(self):
+        import signal
+        import threading
+
+        self.read, write = os.pipe()
+        os.set_blocking(write, False)
+        # A signal the parent set to be ignored (SIGINT of a background job) stays so.
+        self.signals = {number for number in (signal.SIGINT, signal.SIGTERM)
+                        if signal.getsignal(number) is not signal.SIG_IGN}
+        for number in self.signals:
+            signal.signal(number, lambda number, frame: None)
+        signal.set_wakeup_fd(write, warn_on_full_buffer=False)
+        from .. import _io  # numpy: after the handler, so a signal now waits in the pipe
+
+        self.io = _io
+        _io.track_outputs()
+        threading.Thread(target=self._watch, name="nqs-engine-interrupts", daemon=True).start()
+
+    def _pending(self, timeout: float | None) -> bool:
+        import select
+
+        return bool(select.select([self.read], [], [], timeout)[0])
+
+    def _watch(self) -> None:
+        self._pending(None)
+        self._die()
+
+    def _die(self) -> None:
+        self.io.abandon_outputs()  # keeps the lock: no output is written from now on
+        common = sys.modules.get(f"{__package__}._common")
+        fresh = "\n" if getattr(getattr(common, "Progress", None), "line_open", False) else ""
+        os.write(2, f"{fresh}{PROG}: interrupted; no output written\n".encode())
+        os._exit(EXIT_INTERRUPTED)
+
+    def finish(self, status: int) -> None:
+        """End the process with `status`, unless a signal came first (then as `_die`)."""
+        import atexit
+        import signal
+
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        atexit._run_exitfuncs()
+        with self.io.OUTPUTS_LOCK:
+            signal.pthread_sigmask(signal.SIG_BLOCK, self.signals)
+            if self._pending(0):
+                self._die()
+            os._exit(status)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run `nqs-engine` with the arguments `argv` (default: `sys.argv[1:]`).
 
@@ -188,13 +265,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     interrupted. Computation runs in float64: `jax_enable_x64` is switched on
     for the duration of the call and restored afterwards.
 
+    Without `argv` (the `nqs-engine` command, `python -m nqs_engine.cli`), `main`
+    runs the command as the whole process: SIGINT and SIGTERM at any moment end
+    it with status 130, the one-line message and no output file, and `main`
+    ends the process itself (`os._exit`) rather than return.
+
     **Example:**
 
     >>> from nqs_engine.cli import main
     >>> main(["predict", "missing.csv", "--params", "pythia-owt2", "--out", "x.csv"])
     2
     """
-    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv is None:
+        interrupts = _Interrupts()
+        interrupts.finish(_main(sys.argv[1:]))
+    return _main(argv)
+
+
+def _main(argv: Sequence[str]) -> int:
+    from ._common import EXIT_INPUT, EXIT_INTERNAL, InputError, error
+
+    argv = list(argv)
     try:
         parser = build_parser(only=_command_of(argv) or "")  # '': summaries only
         args, extra = parser.parse_known_args(argv)

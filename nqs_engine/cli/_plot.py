@@ -330,6 +330,9 @@ def check_folder(path: str) -> None:
     parent = full
     while not os.path.exists(parent):
         parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise InputError(f"--out {path}: cannot create the folder: {parent} is a file, not a "
+                         "folder")
     if not os.access(parent, os.W_OK):
         raise InputError(f"--out {path}: cannot create or write to {parent}")
 

@@ -1,0 +1,114 @@
+"""SIGINT and SIGTERM always win (issue 17): whenever one reaches `nqs-engine`,
+during its imports, its computation or its writing, the command ends with exit
+status 130, the one line `nqs-engine: interrupted; no output written` on stderr
+(no traceback) and no output file, not even a temporary one.
+
+Each case runs the real command in a subprocess on a generated CSV big enough
+for `predict` to take a few seconds, and signals it at fixed fractions of a
+measured uninterrupted run. benchmarks/interrupts.py does the same 50 times at
+random moments on a million rows.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+ROWS = 250_000
+MESSAGE = "nqs-engine: interrupted; no output written"
+
+
+def default_sigint():
+    """In the child: SIGINT as in a foreground command, even when the suite runs in the
+    background (which ignores SIGINT, and `nqs-engine` keeps an ignored SIGINT ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def command(runs, out):
+    return [sys.executable, "-m", "nqs_engine.cli", "predict", str(runs), "--params",
+            "pythia-owt2", "--out", str(out)]
+
+
+def environment(tmp_path):
+    env = dict(os.environ)
+    env["NQS_ENGINE_CACHE_DIR"] = str(tmp_path / "cache")
+    return env
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory):
+    """A runs CSV of ROWS rows, and the seconds an uninterrupted (warm) predict takes."""
+    folder = tmp_path_factory.mktemp("interrupts")
+    rng = np.random.default_rng(0)
+    table = np.c_[10 ** rng.uniform(7, 10, ROWS), 2 ** rng.integers(5, 12, ROWS),
+                  10 ** rng.uniform(2, 5, ROWS)]
+    runs = folder / "runs.csv"
+    np.savetxt(runs, table, delimiter=",", header="N,B,K", comments="", fmt="%.6g")
+    out = folder / "out.csv"
+    subprocess.run(command(runs, out), env=environment(folder), capture_output=True,
+                   timeout=300)  # fills the compilation cache: the runs below start warm
+    start = time.monotonic()
+    done = subprocess.run(command(runs, out), env=environment(folder), capture_output=True,
+                          text=True, timeout=300)
+    seconds = time.monotonic() - start
+    assert done.returncode == 0, done.stderr
+    assert out.exists()
+    out.unlink()
+    return folder, runs, seconds
+
+
+def interrupt(folder, runs, delay: float, number: int):
+    """Run predict, send signal `number` after `delay` s; (status, stderr, files left) or None
+    if the command had already finished."""
+    out = folder / "interrupted.csv"
+    process = subprocess.Popen(command(runs, out), env=environment(folder),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=default_sigint)
+    time.sleep(delay)
+    if process.poll() is not None:
+        process.communicate()
+        out.unlink(missing_ok=True)
+        return None
+    process.send_signal(number)
+    _, stderr = process.communicate(timeout=120)
+    left = sorted(p.name for p in folder.iterdir() if p.name.startswith((".interrupted",
+                                                                          "interrupted")))
+    out.unlink(missing_ok=True)
+    return process.returncode, stderr, left
+
+
+def check(result, when):
+    status, stderr, left = result
+    assert status == 130, f"{when}: exit {status}, stderr {stderr!r}"
+    assert "Traceback" not in stderr and "Exception ignored" not in stderr, f"{when}: {stderr}"
+    assert stderr.strip().splitlines() == [MESSAGE], f"{when}: {stderr!r}"
+    assert left == [], f"{when}: left {left}"
+
+
+@pytest.mark.parametrize("number", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_interrupt_during_imports(big, number):
+    folder, runs, _ = big
+    for delay in (0.3, 0.6, 1.0):
+        result = interrupt(folder, runs, delay, number)
+        assert result is not None
+        check(result, f"{number.name} at {delay} s")
+
+
+@pytest.mark.parametrize("number", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_interrupt_during_and_after_the_computation(big, number):
+    """Before the first chunk, in the middle, near the end (the writing), repeatedly."""
+    folder, runs, seconds = big
+    delivered = 0
+    for fraction in (0.3, 0.5, 0.65, 0.8, 0.9, 0.97):
+        result = interrupt(folder, runs, fraction * seconds, number)
+        if result is None:  # finished first (a faster run than the measured one)
+            continue
+        delivered += 1
+        check(result, f"{number.name} at {fraction:.0%} of {seconds:.1f} s")
+    assert delivered >= 4
