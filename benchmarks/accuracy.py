@@ -1,6 +1,7 @@
 """One-off accuracy check of the risk against brute-force sums over every direction.
 
     python benchmarks/accuracy.py [--max-n 1e8] [--configs 12] [--pythia-rows]
+    python benchmarks/accuracy.py --rules [--rule-configs 3000]
 
 Draws random parameters over the domain of issue #2 (p 1.05..3, q 0.3..3,
 P, Q, R, e_irr log-uniform, a stable step size), sums every direction n <= N in
@@ -8,6 +9,13 @@ numpy (chunked) and compares float64 and float32 engine results. With
 --pythia-rows also checks the reference CSV rows (N <= --pythia-max-n) that disagree
 with the published predictions by more than 1e-7 (minutes each). Saves
 results/accuracy.json.
+
+With --rules, instead sweeps the default sum rule over many random constant runs
+and schedules (1 to 20 segments, step sizes over four decades, idle and empty
+segments, K to 1e7): against brute force for N <= 1e5, and for N in 1e6..1e12
+against a uniform rule of 512 panels x 20 nodes (~10,300 evaluations, no
+crossover; it agrees with 1024 x 24 to ~3e-16); also the old rule of 0.1 on
+the same draws. Saves results/accuracy_rules.json.
 """
 
 from __future__ import annotations
@@ -24,7 +32,69 @@ import numpy as np
 from _common import save
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tests"))
-from helpers import DATA, brute_force_terms  # noqa: E402
+from helpers import DATA, brute_force_schedule, brute_force_terms  # noqa: E402
+
+
+def _draw(rng, C, n_lo, n_hi, S, rule):
+    """Random configurations over the domain (as tests/test_sum_rule.py draws them)."""
+    th = dict(p=rng.uniform(1.05, 3, C), q=rng.uniform(0.3, 3, C), P=10 ** rng.uniform(-2, 2, C),
+              Q=10 ** rng.uniform(-2, 2, C), e_irr=10 ** rng.uniform(-3, 1, C),
+              R=10 ** rng.uniform(-3, 3, C), r=rng.uniform(0.3, 3, C))
+    edge = np.where(rng.random(C) < 1 / 3, 1.999, 10 ** rng.uniform(-3, np.log10(1.999), C))
+    lr = edge / th["Q"]
+    mult = 10 ** rng.uniform(-4, 0, (C, S))
+    mult[np.arange(C), rng.integers(0, S, C)] = 1.0
+    batch = 10 ** rng.uniform(0, 4, (C, S))
+    steps = np.floor(10 ** rng.uniform(0, np.log10(1e7 / S), (C, S)))
+    if S > 1:
+        mult = np.where(rng.random((C, S)) < 0.1, 0.0, mult)
+        steps = np.where(rng.random((C, S)) < 0.1, 0.0, steps)
+    N = np.floor(10 ** rng.uniform(n_lo, n_hi, C))
+    ok = rule.kink_ratio(lr, th["Q"], th["q"]) < 1
+    return {k: v[ok] for k, v in th.items()}, lr[ok], N[ok], mult[ok], batch[ok], steps[ok]
+
+
+def rule_sweep(args):
+    """Worst relative error of the default and the old rule over random runs and schedules."""
+    import nqs_engine as nqs
+
+    rules = {"default": nqs.SumRule(), "old": nqs.SumRule(64, 32, 12, 6, crossover_panels=0)}
+    finer = nqs.SumRule(panels=512, nodes=20, crossover_panels=0)
+    rng = np.random.default_rng(args.seed)
+    rows = []
+    for S in (1, 2, 3, 5, 8, 20):
+        for exact in (True, False):
+            C = max(20, args.rule_configs // 30) if exact else args.rule_configs
+            th, lr, N, mult, batch, steps = _draw(rng, C, 0 if exact else 6, 5 if exact else 12,
+                                                  S, rules["default"])
+            params, sched = nqs.NQSParams(**th), nqs.Schedule(mult, batch, steps)
+            if exact:
+                ref = np.array([brute_force_schedule(N[i], {k: v[i] for k, v in th.items()},
+                                                     list(zip(mult[i], batch[i], steps[i])), lr[i])
+                                for i in range(len(N))]).T
+            else:
+                fine = nqs.schedule_risk(params, N, sched, lr=lr, rule=finer)
+                ref = np.asarray(fine.bias), np.asarray(fine.variance)
+            row = dict(segments=S, reference="brute force" if exact else "512x20 uniform rule",
+                       n_range=[float(N.min()), float(N.max())], configs=len(N))
+            for name, rule in rules.items():
+                out = nqs.schedule_risk(params, N, sched, lr=lr, rule=rule)
+                total = np.asarray(out.irreducible) + np.asarray(out.approximation) + ref[0] + ref[1]
+                err = np.maximum(np.abs(np.asarray(out.bias) - ref[0]),
+                                 np.abs(np.asarray(out.variance) - ref[1])) / total
+                row[f"max_rel_err_{name}"] = float(err.max())
+                row[f"p99_rel_err_{name}"] = float(np.quantile(err, 0.99))
+            rows.append(row)
+            print(f"S={S:2d} {row['reference']:20s} {len(N):5d} configs, N {N.min():.3g}..{N.max():.3g}: "
+                  f"default max {row['max_rel_err_default']:.2e}, old max {row['max_rel_err_old']:.2e}",
+                  flush=True)
+    worst = max(r["max_rel_err_default"] for r in rows)
+    path = save("accuracy_rules", dict(rows=rows, worst_rel_err_default=worst,
+                                       worst_rel_err_old=max(r["max_rel_err_old"] for r in rows),
+                                       configs=sum(r["configs"] for r in rows),
+                                       evaluations=dict(default=rules["default"].num_evaluations,
+                                                        old=rules["old"].num_evaluations)))
+    print(f"worst relative error of the default rule: {worst:.2e} (target 1e-10); saved {path}")
 
 
 def main(argv=None):
@@ -35,8 +105,13 @@ def main(argv=None):
     parser.add_argument("--pythia-rows", action="store_true")
     parser.add_argument("--pythia-max-n", type=float, default=2.6e8,
                         help="largest N of the Pythia rows checked by brute force")
+    parser.add_argument("--rules", action="store_true",
+                        help="sweep the sum rule over random runs and schedules instead")
+    parser.add_argument("--rule-configs", type=int, default=3000)
     args = parser.parse_args(argv)
     jax.config.update("jax_enable_x64", True)
+    if args.rules:
+        return rule_sweep(args)
     import nqs_engine as nqs
 
     rng = np.random.default_rng(args.seed)

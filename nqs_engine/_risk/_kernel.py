@@ -215,11 +215,10 @@ def crossover(theta, lrs, steps, term):
     log_2Q = jnp.log(2 * Q)
     hi = (log_2Q + jnp.log(jnp.maximum(total, tiny))) / q
     if term == "bias" or T.shape[0] == 1:
-        lo = hi
-    else:
-        smallest = jnp.min(jnp.where(moving, T, total))
-        lo = (log_2Q + jnp.log(jnp.maximum(smallest, tiny))) / q
-    return Crossover(lo, hi, 1 / q)
+        return Crossover(hi, hi, 1 / q)
+    smallest = jnp.min(jnp.where(moving, T, total))
+    lo = (log_2Q + jnp.log(jnp.maximum(smallest, tiny))) / q
+    return Crossover(lo, hi, 1 / q, window=True)
 
 
 def config_sum(theta, N, lrs, batches, steps, rule, term, scan=False):

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from .._chunk import chunked_map
 from .._custom_types import FloatArray, RealLike
 from .._params import DEFAULT_LR, NQSParams
-from .._quadrature import SumRule, direction_nodes
+from .._quadrature import Crossover, SumRule, direction_nodes
 from .._schedule import Schedule
 from ._kernel import (
     approximation_term,
@@ -35,10 +35,13 @@ from ._trajectory import cut_pieces
 
 _MAX_STAIRS = 101  # K / w(K) < 101 for every K (w(K) as in stair_width)
 
-#: The default quadrature of [`weight_norm_risk`][]: 171 points instead of 461, since
-#: every stair sums over all of them. Against the default rule it differs by 5e-13
-#: on the Pythia configurations and by at most 2e-8 over random parameters with
-#: N up to 1e12 (q up to 3); pass `rule=SumRule()` for the full accuracy.
+#: The default quadrature of [`weight_norm_risk`][] (and of fitting, `_model._nqs.FIT_RULE`):
+#: 32 head terms, order 5, its panels graded over the crossover's window (see `_crossover`):
+#: 139 points, since every stair sums over all of them. Against a 128 x 16 uniform rule it
+#: differs by up to 9.4e-10 (p99 2.6e-10) over 300 random constant runs with N up to 1e12
+#: (benchmarks/bench_weight_norm.py; 4.1e-7 with the uniform panels it had before), the
+#: error of its short head and low order. `rule=SumRule(window_panels=4)` (145 points,
+#: about as fast) holds 3e-15 there; `rule=SumRule()` (177 points) 8e-16.
 WEIGHT_NORM_RULE = SumRule(head=32, panels=16, nodes=8, order=5)
 
 
@@ -105,10 +108,30 @@ def _weight_norm_pieces(steps):
     return lengths[order], seg[order], jnp.sum(lengths > 0)
 
 
+def _crossover(theta, lrs, lengths):
+    r"""Where the summands of the stairs change shape: a window [`Crossover`][].
+
+    After the pieces so far (step sizes $\gamma_i \le$ the schedule's) direction $n$
+    is trained out where $2\lambda_n \sum_i \gamma_i k_i \gg 1$; the sums over the
+    directions at every stair place their crossovers between that of the first
+    non-empty piece and that of the whole run at the schedule's step sizes (the
+    weight-norm decay moves them lower, a little outside the window).
+    """
+    q, Q = theta[1], theta[3]
+    T = jnp.where((lengths > 0) & (lrs > 0), lrs * lengths, 0)
+    total = jnp.sum(T)
+    tiny = jnp.finfo(T.dtype).tiny
+    smallest = jnp.min(jnp.where(T > 0, T, total))
+    log_2Q = jnp.log(2 * Q)
+    hi = (log_2Q + jnp.log(jnp.maximum(total, tiny))) / q
+    lo = (log_2Q + jnp.log(jnp.maximum(smallest, tiny))) / q
+    return Crossover(lo, hi, 1 / q, window=True)
+
+
 def _config_weight_norm(theta, N, lrs, batches, lengths, seg, n_pieces, gamma0, s0, rule):
     p, q, P, Q = theta[0], theta[1], theta[2], theta[3]
     R, r = theta[5], theta[6]
-    nodes = direction_nodes(N, rule)
+    nodes = direction_nodes(N, rule, _crossover(theta, lrs[seg], lengths))
     us = (nodes.head_log_n, nodes.tail_log_n)
     tails = (False, True)
     lams = tuple(curvature(u, theta) for u in us)
