@@ -373,6 +373,36 @@ def _ladders(b: _Builder) -> None:
                       report["process_wall_s"], better="lower")
 
 
+def _accuracy_rules(b: _Builder) -> None:
+    d = b.data
+    with b.optional():
+        b.add(f"sum rule over {d['configs']:,} random runs of 1-20 segments (brute force, or a "
+              f"512x20 uniform rule to N = 1e12): worst relative error, default rule (target "
+              f"<= 1e-10)", d["worst_rel_err_default"], d["worst_rel_err_old"], better="lower",
+              reference_note="the old 461-point rule")
+
+
+def _weight_norm(b: _Builder) -> None:
+    d = b.data
+    with b.optional():
+        r = d["weight_norm_rule"]
+        b.add(f"weight-norm risk, {d['configs']:,} Pythia-like configurations, float64 "
+              f"(configs/s; target {fmt(d['target_configs_per_s'])}; worst relative error vs a "
+              f"fine rule {fmt(r['rel_err_vs_fine']['max'])})", r["configs_per_s"],
+              d["weight_norm_rule_uniform"]["configs_per_s"], better="higher",
+              reference_note="equal panels")
+
+
+def _interrupts(b: _Builder) -> None:
+    t = b.data["tally"]
+    with b.optional():
+        delivered = t.get("ok", 0) + t.get("FAILED", 0)
+        b.add(f"signals at random moments of a {b.data['rows']:,}-row predict: ended right "
+              f"(exit 130, one line, no file) of {delivered} delivered "
+              f"({t.get('finished before the signal', 0)} runs finished first)", t.get("ok", 0),
+              better="higher")
+
+
 # file-name prefix -> (the script that writes it, row builder); the order of the table
 KINDS = {
     "risk": ("bench_risk", _risk),
@@ -383,6 +413,9 @@ KINDS = {
     "compute_gap": ("compute_gap", _compute_gap),
     "plan": ("bench_plan", _plan),
     "cli": ("bench_cli", _cli),
+    "accuracy_rules": ("accuracy", _accuracy_rules),
+    "weight_norm": ("bench_weight_norm", _weight_norm),
+    "interrupts": ("interrupts", _interrupts),
     "ladders": ("ladders", _ladders),
     "curves": ("curves", _curves),
 }
