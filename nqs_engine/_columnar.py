@@ -82,6 +82,42 @@ class ColumnarChunk:
         """Number of rows in the chunk."""
         return self.table.num_rows
 
+    @property
+    def rows(self) -> list[list[str]]:
+        """The rows as lists of strings (CSV: exactly as read; Parquet: each value as text)."""
+        pa = _pyarrow()
+        cols = []
+        for i in range(self.table.num_columns):
+            cells = self.table.column(i)
+            if not (pa.types.is_string(cells.type) or pa.types.is_large_string(cells.type)):
+                cells = pa.compute.cast(cells, pa.string())
+            cols.append(["" if v is None else v for v in cells.to_pylist()])
+        return [list(r) for r in zip(*cols)]
+
+
+def read_rows(path: str | os.PathLike[str]) -> list[list[str]]:
+    """Every row of a Parquet file (header first) as strings, like `csv.reader` gives a CSV's.
+
+    **Example:**
+
+    >>> import pathlib, tempfile
+    >>> import pyarrow as pa, pyarrow.parquet as pq
+    >>> from nqs_engine._columnar import read_rows
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "log.parquet"
+    >>> pq.write_table(pa.table({"name": ["a"], "d": [512]}), path)
+    >>> read_rows(path)
+    [['name', 'd'], ['a', '512']]
+    """
+    pa = _pyarrow()
+    try:
+        table = pa.parquet.read_table(os.fspath(path))
+    except FileNotFoundError:
+        raise InputError(f"{os.fspath(path)}: no such file") from None
+    except (pa.ArrowException, OSError) as exc:
+        raise InputError(f"{os.fspath(path)}: not a readable Parquet file: {exc}") from None
+    chunk = ColumnarChunk(0, table, {})
+    return [list(table.column_names), *chunk.rows]
+
 
 class ColumnarRuns:
     """A CSV or Parquet file of runs with required numeric columns, read in chunks.
@@ -401,4 +437,5 @@ class ColumnarWriter:
             self._parquet = None
 
 
-__all__ = ["ColumnarChunk", "ColumnarRuns", "ColumnarWriter", "table_format", "PARQUET_SUFFIXES"]
+__all__ = ["ColumnarChunk", "ColumnarRuns", "ColumnarWriter", "PARQUET_SUFFIXES", "read_rows",
+           "table_format"]

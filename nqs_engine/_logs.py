@@ -32,6 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from ._columnar import read_rows, table_format
+
 from ._io import InputError
 from ._misc import suggest
 
@@ -237,8 +239,11 @@ def read_table(
     """
     path = os.fspath(path)
     try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            rows = [r for r in csv.reader(f) if r]
+        if table_format(path) == "parquet":
+            rows = read_rows(path)
+        else:
+            with open(path, newline="", encoding="utf-8-sig") as f:
+                rows = [r for r in csv.reader(f) if r]
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
     except (OSError, UnicodeDecodeError, csv.Error) as exc:

@@ -12,7 +12,8 @@ from typing import IO, Any
 
 import numpy as np
 
-from .._io import Column, CsvColumns, InputError, read_json
+from .._columnar import ColumnarRuns
+from .._io import Column, InputError, read_json
 
 PROG = "nqs-engine"
 
@@ -446,7 +447,7 @@ class RunsTable:
             self._read_mapped(path, need_loss, inputs, lr_column, schedule_column, columns,
                               budget, drop_bad)
             return
-        header = CsvColumns(path, (), expected="N, B, K" + (", loss" if need_loss else "")).header
+        header = ColumnarRuns(path, (), expected="N, B, K" + (", loss" if need_loss else "")).header
         names = {h.strip() for h in header}
         self.lr_column = lr_column
         self.use_d = lr_column is None and "D" in names and not ({"B", "K"} <= names)
@@ -466,7 +467,7 @@ class RunsTable:
             text.append(("run", "the run each checkpoint belongs to"))
         if schedule_column is not None:
             text.append((schedule_column, "schedule SPECs, --schedule-column"))
-        table = CsvColumns(path, required, optional=optional, text=text)
+        table = ColumnarRuns(path, required, optional=optional, text=text)  # CSV or Parquet
         chunks = list(table.chunks(1_000_000))
         if not chunks:
             raise InputError(f"{table.path}: no data rows (only a header); expected one row per "
@@ -487,7 +488,7 @@ class RunsTable:
         from .._misc import suggest
 
         mapping = parse_mapping(columns) if columns else {}
-        header = CsvColumns(path, (), expected="N, B, K" + (", loss" if need_loss else "")).header
+        header = ColumnarRuns(path, (), expected="N, B, K" + (", loss" if need_loss else "")).header
         names = [h.strip() for h in header]
         text_names = [t for t in TEXT_COLUMNS if t != "run"] + ["run"]
         text_names += [schedule_column] if schedule_column is not None else []
