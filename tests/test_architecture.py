@@ -24,7 +24,7 @@ LAYERS = {
     "core": ("_custom_types", "_misc", "_presets", "_columnar", "_chunk", "_quadrature", "_params", "_breakdown", "_logs",
              "_schedule", "_risk", "_simulate", "_runs", "_io", "_metrics"),
     "models": ("_model",),
-    "procedures": ("_fit", "_plan", "_sweep", "_backtest", "_curves", "_distributed"),
+    "procedures": ("_fit", "_plan", "_sweep", "_backtest", "_prefix", "_curves", "_distributed"),
     "views": ("plot",),
     "cli": ("cli",),
 }

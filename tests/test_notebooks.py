@@ -23,8 +23,9 @@ pytest.importorskip("ipykernel", reason="executing the notebooks needs ipykernel
 pytest.importorskip("matplotlib", reason="the notebooks draw their figures with matplotlib")
 
 NOTEBOOKS = pathlib.Path(__file__).resolve().parent.parent / "notebooks"
-NAMES = ("quickstart", "theory", "schedules", "planning")
-#: Notebooks that read pythia_owt2_runs.csv and fall back to synthetic runs without it.
+NAMES = ("quickstart", "theory", "schedules", "planning", "curves")
+#: Notebooks that read pythia_owt2_runs.csv and fall back to synthetic runs without it
+#: (run both ways; `curves` falls back too, but is run once: it fits for a minute).
 READ_DATA = ("quickstart", "planning")
 #: Where the notebooks look for the data when NQS_DATA is unset (../../shared/data from notebooks/).
 DATA_CSV = NOTEBOOKS.parent.parent / "shared" / "data" / "pythia_owt2_runs.csv"

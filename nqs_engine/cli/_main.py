@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
                    "schedule)"),
     "fit": ("._fit", "fit NQS (or Chinchilla, or another loss model) parameters to the runs "
             "in a CSV file"),
+    "prefix": ("._prefix", "predict runs' final losses from their first steps (NQS vs forms)"),
     "evaluate": ("._evaluate", "print the accuracy of fitted parameters per split and type"),
     "backtest": ("._backtest", "fit loss models on a ladder's small budgets and score them on "
                  "the big ones (held-out error, best-run error, interval coverage)"),
