@@ -83,11 +83,18 @@ def interrupt(folder, runs, delay: float, number: int):
     return process.returncode, stderr, left
 
 
+PROG = "nqs-engine"
+
+
 def check(result, when):
     status, stderr, left = result
     assert status == 130, f"{when}: exit {status}, stderr {stderr!r}"
     assert "Traceback" not in stderr and "Exception ignored" not in stderr, f"{when}: {stderr}"
-    assert stderr.strip().splitlines() == [MESSAGE], f"{when}: {stderr!r}"
+    lines = stderr.strip().splitlines()
+    # A signal after the command's summary line (while it ends) still removes the output
+    # and ends the process with the message; that summary is the only other line allowed.
+    assert lines[-1:] == [MESSAGE], f"{when}: {stderr!r}"
+    assert all(line.startswith(f"{PROG}: predicted ") for line in lines[:-1]), f"{when}: {stderr!r}"
     assert left == [], f"{when}: left {left}"
 
 
@@ -105,10 +112,11 @@ def test_interrupt_during_and_after_the_computation(big, number):
     """Before the first chunk, in the middle, near the end (the writing), repeatedly."""
     folder, runs, seconds = big
     delivered = 0
-    for fraction in (0.3, 0.5, 0.65, 0.8, 0.9, 0.97):
+    # Four moments here; benchmarks/interrupts.py sends 50 at random ones.
+    for fraction in (0.3, 0.6, 0.9, 0.97):
         result = interrupt(folder, runs, fraction * seconds, number)
         if result is None:  # finished first (a faster run than the measured one)
             continue
         delivered += 1
         check(result, f"{number.name} at {fraction:.0%} of {seconds:.1f} s")
-    assert delivered >= 4
+    assert delivered >= 2

@@ -12,6 +12,7 @@ Each notebook is meant to finish in well under a minute on a 2-core CPU; the
 per-cell timeout below only guards against a hang (wall time is not asserted).
 """
 
+import os
 import pathlib
 import re
 
@@ -79,8 +80,14 @@ def test_notebook_is_stored_clean(name):
     assert 'jax.config.update("jax_enable_x64", True)' in code[0].source
 
 
+#: Notebooks that fit for a minute or more: run with NQS_SLOW_TESTS=1 (and before a release).
+SLOW = ("curves",)
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_notebook_runs(name, monkeypatch):
+    if name in SLOW and not os.environ.get("NQS_SLOW_TESTS"):
+        pytest.skip(f"notebooks/{name}.ipynb fits for ~60 s on a 2-core CPU; set NQS_SLOW_TESTS=1")
     printed = _execute(name, monkeypatch)
     if name in READ_DATA:
         expected = "measured runs" if DATA_CSV.is_file() else "synthetic runs"
