@@ -29,7 +29,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from ._io import Column, CsvColumns, InputError, check_values, to_float
+from ._io import Column, CsvColumns, InputError, check_values, locate_columns, to_float
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
 
@@ -181,28 +181,8 @@ class ColumnarRuns:
             want = expected or ", ".join(c.name for c in columns) or "of the runs"
             raise InputError(f"{self.path} is empty: expected columns {want}")
         self.header = tuple(names)
-        found = ", ".join(repr(n) for n in names)
-        self.index = {}
-        wanted = [(c.name, c.meaning, True) for c in columns]
-        wanted += [(c.name, c.meaning, False) for c in optional]
-        wanted += [(name, meaning, True) for name, meaning in self.text]
-        for name, meaning, needed in wanted:
-            hits = [i for i, n in enumerate(names) if n.strip() == name]
-            if not hits and needed:
-                raise InputError(
-                    f"{self.path}: missing column {name!r} ({meaning}); columns found: {found}"
-                )
-            if len(hits) > 1:
-                raise InputError(f"{self.path}: column {name!r} appears {len(hits)} times")
-            if hits:
-                self.index[name] = hits[0]
-        self.columns = tuple(columns) + tuple(c for c in optional if c.name in self.index)
-        for name in self.reserved:
-            if name in {n.strip() for n in names}:
-                raise InputError(
-                    f"{self.path}: already has a column named {name!r}, which the output "
-                    "adds; rename or drop it"
-                )
+        self.index, self.columns = locate_columns(self.path, names, columns, optional, self.text,
+                                                  self.reserved)
         for c in self.columns:
             kind = schema.field(self.index[c.name]).type
             if not (pa.types.is_integer(kind) or pa.types.is_floating(kind)

@@ -102,6 +102,44 @@ class _CountingLines:
             yield line
 
 
+def locate_columns(
+    path: str,
+    header: Sequence[str],
+    required: Sequence[Column],
+    optional: Sequence[Column] = (),
+    text: Sequence[tuple[str, str]] = (),
+    reserved: Sequence[str] = (),
+) -> tuple[dict[str, int], tuple[Column, ...]]:
+    """Where each wanted column is in `header` (names matched after stripping spaces).
+
+    Returns `(index, columns)`: name -> position for every required, optional (if
+    present) and text column, and the numeric columns to check in every row (the
+    required ones, then the optional ones present). [`InputError`][] names a missing
+    required or text column (listing the columns found), a column that appears more
+    than once, or a name in `reserved` (a column the output adds) already there.
+    """
+    stripped = [field.strip() for field in header]
+    found = ", ".join(repr(name) for name in stripped)
+    index: dict[str, int] = {}
+    wanted = [(c.name, c.meaning, True) for c in required]
+    wanted += [(c.name, c.meaning, False) for c in optional]
+    wanted += [(name, meaning, True) for name, meaning in text]
+    for name, meaning, needed in wanted:
+        hits = [i for i, field in enumerate(stripped) if field == name]
+        if not hits and needed:
+            raise InputError(f"{path}: missing column {name!r} ({meaning}); columns found: {found}")
+        if len(hits) > 1:
+            raise InputError(f"{path}: column {name!r} appears {len(hits)} times in the header")
+        if hits:
+            index[name] = hits[0]
+    for name in reserved:
+        if name in stripped:
+            raise InputError(f"{path}: already has a column named {name!r}, which the output "
+                             "adds; rename or drop it")
+    columns = tuple(required) + tuple(c for c in optional if c.name in index)
+    return index, columns
+
+
 class CsvColumns:
     """A CSV file with a header row and required numeric columns, read in chunks.
 
@@ -159,33 +197,10 @@ class CsvColumns:
             names = expected or ", ".join(c.name for c in self.required) or "of the runs"
             raise InputError(f"{self.path} is empty: expected a header row with columns {names}")
         self.header: tuple[str, ...] = tuple(header)
-        stripped = [field.strip() for field in header]
-        found = ", ".join(repr(name) for name in stripped)
-        self.index: dict[str, int] = {}
-        wanted = [(c.name, c.meaning, True) for c in self.required]
-        wanted += [(c.name, c.meaning, False) for c in optional]
-        wanted += [(name, meaning, True) for name, meaning in self.text]
-        for name, meaning, needed in wanted:
-            hits = [i for i, field in enumerate(stripped) if field == name]
-            if not hits and needed:
-                raise InputError(
-                    f"{self.path}: missing column {name!r} ({meaning}); columns found: {found}"
-                )
-            if len(hits) > 1:
-                raise InputError(
-                    f"{self.path}: column {name!r} appears {len(hits)} times in the header"
-                )
-            if hits:
-                self.index[name] = hits[0]
-        #: The numeric columns checked in every row: the required ones, then the
-        #: optional ones present in the header.
-        self.columns = self.required + tuple(c for c in optional if c.name in self.index)
-        for name in reserved:
-            if name in stripped:
-                raise InputError(
-                    f"{self.path}: already has a column named {name!r}, which the output "
-                    "adds; rename or drop it"
-                )
+        #: Column name -> its position, and the numeric columns checked in every row:
+        #: the required ones, then the optional ones present in the header.
+        self.index, self.columns = locate_columns(self.path, header, self.required, optional,
+                                                  self.text, reserved)
         #: Characters read so far by the running [`CsvColumns.chunks`][] iteration
         #: (roughly bytes: a progress measure against `os.path.getsize(path)`).
         self.chars_read = 0
@@ -462,6 +477,7 @@ __all__ = [
     "atomic_output",
     "check_values",
     "json_text",
+    "locate_columns",
     "read_json",
     "to_float",
     "write_json",
