@@ -70,12 +70,25 @@ def test_a_fit_whose_every_start_fails_raises(monkeypatch):
         nqs.fit(runs, starts=16, refine=2, max_steps=5)
 
 
-def test_one_model_size_is_fitted_with_a_note():
+def _count_refinements(monkeypatch):
+    """Record the data of every refinement the fit runs (search, then any polish)."""
+    from nqs_engine._fit import _fit as fit_module
+
+    calls, real = [], fit_module._refine
+    monkeypatch.setattr(fit_module, "_refine",
+                        lambda setup, *a, **k: calls.append(setup.data) or real(setup, *a, **k))
+    return calls
+
+
+def test_one_model_size_is_fitted_with_a_note(monkeypatch):
     B = np.tile([16.0, 32, 64, 128], 3)
     K = np.repeat([2000.0, 4000, 8000], 4)
     y = nqs.risk(TRUTH, 1e7, B, K, lr=LR).total
     runs = nqs.Runs.from_arrays(np.full(B.size, 1e7), B, K, y)
+    refinements = _count_refinements(monkeypatch)
     result = nqs.fit(runs, starts=256, refine=8, max_steps=200)
+    # The search's rule agrees with the model's to ~1e-13 here: no second refinement.
+    assert len(refinements) == 1
     assert any("same model size" in note for note in result.notes), result.notes
     assert result.objective < 1e-4
     assert "same model size" in " ".join(result.summary()["notes"])
@@ -215,7 +228,7 @@ def test_fit_command_takes_a_schedule(tmp_path):
     assert main(["fit", runs, "--schedule", "cosin", "--out", str(out)]) == 2
 
 
-def test_fit_command_takes_curves_logged_with_their_learning_rate(tmp_path, capsys):
+def test_fit_command_takes_curves_logged_with_their_learning_rate(tmp_path, capsys, monkeypatch):
     """Checkpoints every 100 steps of two curves of one size, warmup from lr 0, logged
     with their learning rate: the fit recovers the curves from the rate column."""
     from nqs_engine.cli import main
@@ -236,8 +249,11 @@ def test_fit_command_takes_curves_logged_with_their_learning_rate(tmp_path, caps
     curves = _write(tmp_path / "curves.csv", ["run", "N", "B", "step", "lr", "loss"],
                     [rows[i] for i in order])
     out = tmp_path / "fit.json"
+    refinements = _count_refinements(monkeypatch)
     assert main(["fit", curves, "--lr-column", "lr", "--warmup", "100", "--out", str(out),
                  "--starts", "1024", "--no-progress"]) == 0
+    # The search ran on the coarser form of the curves, then the best start was polished.
+    assert len(refinements) == 2
     assert "same model size" in capsys.readouterr().err  # said, not refused
     import json
 

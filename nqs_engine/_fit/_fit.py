@@ -87,13 +87,17 @@ def residual_vector(u, data: Objective, weights=None):
     $\sqrt{w_i}\,\mathrm{sign}(e_i) \sqrt{2 H_\delta(e_i)}$, which is $e_i$ itself for
     $|e_i| \le \delta$ (continuously differentiable, slope at most 1).
     """
-    e = data.residuals(u)
-    w = data.weights if weights is None else weights
-    if data.loss == "mse":
+    return pseudo_residuals(data.residuals(u), data.weights if weights is None else weights,
+                            data.loss, data.delta)
+
+
+def pseudo_residuals(e, w, loss: str, delta):
+    """The residuals $\rho_i$ of [`residual_vector`][] from the log residuals `e`."""
+    if loss == "mse":
         return jnp.sqrt(w) * e
     a = jnp.abs(e)
-    outer = jnp.sqrt(jnp.maximum(2 * data.delta * (a - 0.5 * data.delta), data.delta**2))
-    return jnp.sqrt(w) * jnp.where(a <= data.delta, e, jnp.sign(e) * outer)
+    outer = jnp.sqrt(jnp.maximum(2 * delta * (a - 0.5 * delta), delta**2))
+    return jnp.sqrt(w) * jnp.where(a <= delta, e, jnp.sign(e) * outer)
 
 
 @eqx.filter_jit
@@ -319,10 +323,37 @@ def fit(
     return report_fit(setup, out, num_candidates=num_candidates, seed=seed, started=started)
 
 
+#: `polish_best` skips the polish when the searched and accurate forms of the data give
+#: residual vectors within this distance (Euclidean norm, in log loss) at the best start.
+POLISH_SKIP = 1e-8
+
+
+def _residual_gap(setup: FitSetup, out, best: int) -> float:
+    """|rho_accurate - rho_searched|_2 at start `best` (the pseudo-residuals of the objective;
+    inf where not finite). The accurate side is the fitted model's own prediction, the
+    program `report_fit` runs next; the searched side is Levenberg-Marquardt's last
+    residual vector, or (L-BFGS) the searched form evaluated once."""
+    data = setup.data
+    u = out.x[best]
+    pred = setup.space.to_model(u).predict(setup.runs)
+    e = data.log_y - jnp.log(jnp.asarray(pred, data.log_y.dtype))
+    rho = pseudo_residuals(e, data.weights, data.loss, data.delta)
+    searched = out.residuals[best] if out.residuals is not None else _searched_residuals(u, data)
+    d = np.asarray(rho - searched)
+    return float(np.linalg.norm(d)) if np.isfinite(d).all() else np.inf
+
+
+@eqx.filter_jit
+def _searched_residuals(u, data: Objective):
+    return residual_vector(u, data)
+
+
 def polish_best(setup: FitSetup, out, *, method=None, steps=None):
     """Stage 3b: the best start refined on the accurate form of the data, when the model
     searched a cheaper one (`fit_defaults.polish_steps` iterations; 0 skips it). The best
-    start's end point is replaced when the polish lowers the accurate objective."""
+    start's end point is replaced when the polish lowers the accurate objective. Skipped
+    when the two forms' residual vectors at the best start differ by at most
+    `POLISH_SKIP` (a quadrature rule accurate to ~1e-13 against the model's own)."""
     template = setup.template
     steps = template.fit_defaults.polish_steps if steps is None else int(steps)
     if steps <= 0:
@@ -332,6 +363,13 @@ def polish_best(setup: FitSetup, out, *, method=None, steps=None):
     values = np.asarray(out.value)
     best = int(np.argmin(np.where(np.isfinite(values), values, np.inf)))
     start = out.x[best : best + 1]
+    # When the two forms agree at the best point, a polish cannot move the fit: to first
+    # order it changes the residual vector by the projection of their difference onto
+    # the Jacobian's range, no larger than the difference itself. Skipping it then
+    # saves compiling the refinement a second time (the accurate rule's program).
+    gap = _residual_gap(setup, out, best)
+    if np.isfinite(gap) and gap <= POLISH_SKIP:
+        return out
     before = float(objective(start[0], accurate))
     polished = _refine(polish_setup, start, steps, 0, None,
                        check_choice("method", method or template.fit_defaults.method, METHODS))

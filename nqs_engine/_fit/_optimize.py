@@ -43,6 +43,8 @@ class OptimizeResult(eqx.Module):
     - `failed`: `(M,)` hit a non-finite value or gradient.
     - `pruned`: `(M,)` stopped early as hopeless (see `prune_after` of [`minimize`][]).
     - `wall_time`: seconds spent, compilation included.
+    - `residuals`: `(M, n)` the residual vectors at `x` ([`least_squares`][] only; `None`
+      from [`minimize`][]).
     """
 
     x: FloatArray
@@ -53,6 +55,7 @@ class OptimizeResult(eqx.Module):
     failed: jax.Array
     pruned: jax.Array
     wall_time: float = eqx.field(static=True)
+    residuals: FloatArray | None = None
 
 
 class _State(eqx.Module):
@@ -429,7 +432,7 @@ def least_squares(
     return OptimizeResult(
         x=state.x, value=state.value, grad_norm=grad, steps=state.steps,
         converged=state.converged & ~state.failed, failed=state.failed, pruned=state.pruned,
-        wall_time=time.perf_counter() - started,
+        wall_time=time.perf_counter() - started, residuals=state.r,
     )
 
 
