@@ -403,6 +403,24 @@ def _interrupts(b: _Builder) -> None:
               better="higher")
 
 
+def _fit_curves(b: _Builder) -> None:
+    what = {"one-size": "3 constant-plus-cosine curves of one size",
+            "three-sizes": "9 such curves over 3 sizes",
+            "mpl-25m": "3 real MPL 25M curves"}
+    for name, r in b.data.items():
+        if name == "device_info" or not isinstance(r, dict):
+            continue
+        with b.optional():
+            target = r["target_s"]
+            clean = r.get("mae_nats_vs_noiseless")
+            b.add(f"nqs-engine fit --lr-column, whole process, cold cache: {what.get(name, name)}, "
+                  f"{r['rows']} checkpoints (s; converged "
+                  f"{'yes' if r['diagnostics']['converged'] else 'NO'}"
+                  + ("" if target is None else f", target <= {target:g}")
+                  + ("" if clean is None else f"; MAE against the noiseless curves {fmt(clean)} nats")
+                  + ")", r["wall_s"], better="lower")
+
+
 # file-name prefix -> (the script that writes it, row builder); the order of the table
 KINDS = {
     "risk": ("bench_risk", _risk),
@@ -410,6 +428,7 @@ KINDS = {
     "sweep": ("bench_sweep", _sweep),
     "accuracy": ("accuracy", _accuracy),
     "fit": ("bench_fit", _fit),
+    "fit_curves": ("fit_curves", _fit_curves),
     "compute_gap": ("compute_gap", _compute_gap),
     "plan": ("bench_plan", _plan),
     "cli": ("bench_cli", _cli),
