@@ -168,10 +168,10 @@ def main() -> None:
             converged = bool(diag["converged"])
             target = case["target_s"]
             met = None if target is None else bool(converged and fit["wall_s"] <= target)
-            results[name] = {"noise": None if clean is None else noise, "rows": fit["rows"], "runs": len({r[0] for r in rows}),
-                             "wall_s": round(fit["wall_s"], 1), "target_s": target,
-                             "met": met, "diagnostics": diag, **back,
-                             "stderr_tail": fit["stderr"]}
+            results[name] = {"noise": None if clean is None else noise, "rows": fit["rows"],
+                             "runs": len({r[0] for r in rows}),
+                             "wall_s": round(fit["wall_s"], 1), "target_s": target, "met": met,
+                             "diagnostics": diag, **back, "stderr_tail": fit["stderr"]}
             seg = back["segments_per_run"]
             seg = f"{min(seg)}-{max(seg)}" if isinstance(seg, list) else seg
             print(f"{name:12s} {fit['rows']:4d} rows, segments/run {seg}: {fit['wall_s']:6.1f} s"

@@ -417,7 +417,8 @@ def _fit_curves(b: _Builder) -> None:
                   f"{r['rows']} checkpoints (s; converged "
                   f"{'yes' if r['diagnostics']['converged'] else 'NO'}"
                   + ("" if target is None else f", target <= {target:g}")
-                  + ("" if clean is None else f"; MAE against the noiseless curves {fmt(clean)} nats")
+                  + ("" if clean is None else
+                     f"; MAE against the noiseless curves {fmt(clean)} nats")
                   + ")", r["wall_s"], better="lower")
 
 

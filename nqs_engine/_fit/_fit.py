@@ -87,11 +87,11 @@ def residual_vector(u, data: Objective, weights=None):
     $\sqrt{w_i}\,\mathrm{sign}(e_i) \sqrt{2 H_\delta(e_i)}$, which is $e_i$ itself for
     $|e_i| \le \delta$ (continuously differentiable, slope at most 1).
     """
-    return pseudo_residuals(data.residuals(u), data.weights if weights is None else weights,
+    return _pseudo_residuals(data.residuals(u), data.weights if weights is None else weights,
                             data.loss, data.delta)
 
 
-def pseudo_residuals(e, w, loss: str, delta):
+def _pseudo_residuals(e, w, loss: str, delta):
     """The residuals $\rho_i$ of [`residual_vector`][] from the log residuals `e`."""
     if loss == "mse":
         return jnp.sqrt(w) * e
@@ -337,7 +337,7 @@ def _residual_gap(setup: FitSetup, out, best: int) -> float:
     u = out.x[best]
     pred = setup.space.to_model(u).predict(setup.runs)
     e = data.log_y - jnp.log(jnp.asarray(pred, data.log_y.dtype))
-    rho = pseudo_residuals(e, data.weights, data.loss, data.delta)
+    rho = _pseudo_residuals(e, data.weights, data.loss, data.delta)
     searched = out.residuals[best] if out.residuals is not None else _searched_residuals(u, data)
     d = np.asarray(rho - searched)
     return float(np.linalg.norm(d)) if np.isfinite(d).all() else np.inf
