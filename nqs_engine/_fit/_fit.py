@@ -328,19 +328,22 @@ def fit(
 POLISH_SKIP = 1e-8
 
 
-def _residual_gap(setup: FitSetup, out, best: int) -> float:
+def _residual_gap(setup: FitSetup, out, best: int) -> tuple[float, float]:
     """|rho_accurate - rho_searched|_2 at start `best` (the pseudo-residuals of the objective;
-    inf where not finite). The accurate side is the fitted model's own prediction, the
-    program `report_fit` runs next; the searched side is Levenberg-Marquardt's last
-    residual vector, or (L-BFGS) the searched form evaluated once."""
+    inf where not finite), and the accurate objective there, 0.5 |rho_accurate|^2. The
+    accurate side is the fitted model's own prediction, the program `report_fit` runs
+    next; the searched side is Levenberg-Marquardt's last residual vector, or (L-BFGS)
+    the searched form evaluated once."""
     data = setup.data
     u = out.x[best]
     pred = setup.space.to_model(u).predict(setup.runs)
     e = data.log_y - jnp.log(jnp.asarray(pred, data.log_y.dtype))
-    rho = _pseudo_residuals(e, data.weights, data.loss, data.delta)
+    rho = np.asarray(_pseudo_residuals(e, data.weights, data.loss, data.delta))
     searched = out.residuals[best] if out.residuals is not None else _searched_residuals(u, data)
-    d = np.asarray(rho - searched)
-    return float(np.linalg.norm(d)) if np.isfinite(d).all() else np.inf
+    d = rho - np.asarray(searched)
+    gap = float(np.linalg.norm(d)) if np.isfinite(d).all() else np.inf
+    value = 0.5 * float(np.sum(rho * rho))
+    return gap, value if np.isfinite(value) else np.inf
 
 
 @eqx.filter_jit
@@ -358,19 +361,18 @@ def polish_best(setup: FitSetup, out, *, method=None, steps=None):
     steps = template.fit_defaults.polish_steps if steps is None else int(steps)
     if steps <= 0:
         return out
-    accurate = eqx.tree_at(lambda d: d.prepared, setup.data, template.prepare(setup.runs))
-    polish_setup = eqx.tree_at(lambda s: s.data, setup, accurate)
     values = np.asarray(out.value)
     best = int(np.argmin(np.where(np.isfinite(values), values, np.inf)))
     start = out.x[best : best + 1]
     # When the two forms agree at the best point, a polish cannot move the fit: to first
     # order it changes the residual vector by the projection of their difference onto
     # the Jacobian's range, no larger than the difference itself. Skipping it then
-    # saves compiling the refinement a second time (the accurate rule's program).
-    gap = _residual_gap(setup, out, best)
+    # saves preparing the accurate form and compiling the refinement a second time.
+    gap, before = _residual_gap(setup, out, best)
     if np.isfinite(gap) and gap <= POLISH_SKIP:
         return out
-    before = float(objective(start[0], accurate))
+    accurate = eqx.tree_at(lambda d: d.prepared, setup.data, template.prepare(setup.runs))
+    polish_setup = eqx.tree_at(lambda s: s.data, setup, accurate)
     polished = _refine(polish_setup, start, steps, 0, None,
                        check_choice("method", method or template.fit_defaults.method, METHODS))
     after = float(polished.value[0])
