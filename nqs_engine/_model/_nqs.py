@@ -142,6 +142,9 @@ class NQSData(eqx.Module):
     init_sq_norm: FloatArray | None
     rule: SumRule = eqx.field(static=True)
     chunk: int = eqx.field(static=True)
+    #: Scan the segments instead of unrolling them (the searches' form: under the fitter's
+    #: derivatives it compiles several times faster, and runs faster too).
+    scan: bool = eqx.field(static=True, default=False)
 
     @property
     def largest_multiplier(self) -> float:
@@ -279,8 +282,9 @@ def curve_data(runs: Runs, rule: SumRule, who: str, coarse: bool = False) -> NQS
                         row_piece=jnp.asarray(row_piece), rule=rule)
 
 
-def nqs_data(runs: Runs, rule: SumRule, chunk: int, who: str) -> NQSData:
-    """The runs' schedules flattened to `(n, S)` arrays, with the optional `init_sq_norm` input."""
+def nqs_data(runs: Runs, rule: SumRule, chunk: int, who: str, scan: bool = False) -> NQSData:
+    """The runs' schedules flattened to `(n, S)` arrays, with the optional `init_sq_norm` input
+    (`scan`: see [`NQSData`][])."""
     schedule = runs.needs_schedule(who)
     dummy = NQSParams(1.5, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
     prepared = prepare_inputs(dummy, runs.N, 1.0, (schedule.lr, schedule.batch, schedule.steps),
@@ -288,7 +292,7 @@ def nqs_data(runs: Runs, rule: SumRule, chunk: int, who: str) -> NQSData:
     init = runs.inputs.get("init_sq_norm")
     return NQSData(N=prepared.N, mult=prepared.lrs, batches=prepared.batches,
                    steps=prepared.steps, init_sq_norm=None if init is None else jnp.asarray(init),
-                   rule=rule, chunk=max(1, min(chunk, runs.size)))
+                   rule=rule, chunk=max(1, min(chunk, runs.size)), scan=scan)
 
 
 # ---------------------------------------------------------------------------
@@ -475,7 +479,9 @@ class NQS(AbstractNQS):
         several checkpoints ([`curve_data`][]); else one configuration per row."""
         rule = self.search_rule if search else self.rule
         curves = curve_data(runs, rule, "the NQS", coarse=search)
-        return nqs_data(runs, rule, 1024, "the NQS") if curves is None else curves
+        if curves is None:
+            return nqs_data(runs, rule, 1024, "the NQS", scan=search)
+        return curves
 
     def predict_prepared(self, data: NQSData | NQSCurveData) -> FloatArray:
         if isinstance(data, NQSCurveData):
@@ -610,7 +616,7 @@ def row_losses(params: NQSParams, lr, data: NQSData) -> FloatArray:
     n = data.N.shape[0]
     theta = jnp.broadcast_to(theta_of(params, data.N.dtype)[:, None], (7, n))
     terms = risk_terms(theta, data.N, lr * data.mult, data.batches, data.steps, data.rule,
-                       data.chunk, check=False)
+                       data.chunk, check=False, scan=data.scan)
     return terms[0] + terms[1] + terms[2] + terms[3]
 
 

@@ -178,8 +178,8 @@ class LearningRateNQS(AbstractNQS):
                     "every row: give it (a column or input named so)")
         curves = curve_data(runs, rule, "the lr-mapped NQS", coarse=search)
         if curves is None:
-            return LRData(nqs_data(runs, rule, 1024, "the lr-mapped NQS"), jnp.asarray(x),
-                          jnp.asarray(present))
+            return LRData(nqs_data(runs, rule, 1024, "the lr-mapped NQS", scan=search),
+                          jnp.asarray(x), jnp.asarray(present))
         first = np.zeros(int(curves.N.shape[0]), int)
         row_run = np.asarray(curves.row_run)
         first[row_run[::-1]] = np.arange(row_run.size)[::-1]

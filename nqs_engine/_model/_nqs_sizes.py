@@ -239,7 +239,7 @@ class SizedNQS(AbstractLossModel):
         rule = self.search_rule if search else self.rule
         curves = curve_data(runs, rule, "the sized NQS", coarse=search)
         if curves is None:
-            return nqs_data(runs, rule, 1024, "the sized NQS")
+            return nqs_data(runs, rule, 1024, "the sized NQS", scan=search)
         return pad_pieces(curves, piece_bucket(curves.lengths.shape[1]))
 
     def predict_prepared(self, data: NQSData | NQSCurveData) -> FloatArray:
@@ -248,7 +248,7 @@ class SizedNQS(AbstractLossModel):
         N_eff, R_N, capacity = self.size_terms(data.N)
         theta = sized_theta(self, R_N, data.N.dtype)
         terms = risk_terms(theta, N_eff, self.lr * data.mult, data.batches, data.steps,
-                           data.rule, data.chunk, check=False)
+                           data.rule, data.chunk, check=False, scan=data.scan)
         return terms[0] + terms[1] + terms[2] + terms[3] + capacity
 
     def planning_loss(self, N, B, K, seq_len):

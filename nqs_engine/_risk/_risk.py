@@ -84,7 +84,7 @@ def float_array(x, name):
 
 
 @eqx.filter_jit
-def term_sums(theta, N, lrs, batches, steps, rule, batch_size, term, check=True):
+def term_sums(theta, N, lrs, batches, steps, rule, batch_size, term, check=True, scan=False):
     """Sum of one risk term over directions for flat arrays of configurations.
 
     theta (7, C), N (C,), segments (C, S). Each term is its own compiled program
@@ -92,14 +92,15 @@ def term_sums(theta, N, lrs, batches, steps, rule, batch_size, term, check=True)
     reduction with everything that feeds it, whereas two reductions sharing their
     producers force those producers into memory (several times slower).
     `check=False` skips the domain checks (the fitter's line searches probe
-    far-away trial points and judge them by their value instead).
+    far-away trial points and judge them by their value instead). `scan=True` scans
+    the segments (see `_kernel.direction_terms`): the fitter's form, differentiated.
     """
     if check:
         N = check_values(theta, N, lrs, batches, steps, rule)
 
     def one(args):
         th, n, lr, b, k = args
-        return config_sum(tuple(th), n, lr, b, k, rule, term)
+        return config_sum(tuple(th), n, lr, b, k, rule, term, scan)
 
     return chunked_map(one, (theta.T, N, lrs, batches, steps), batch_size)
 
@@ -116,12 +117,14 @@ def checked(theta, N, lrs, batches, steps, rule):
     return check_values(theta, N, lrs, batches, steps, rule)
 
 
-def risk_terms(theta, N, lrs, batches, steps, rule, batch_size, check=True):
-    """The four risk terms (irreducible, approximation, bias, variance) for flat configurations."""
+def risk_terms(theta, N, lrs, batches, steps, rule, batch_size, check=True, scan=False):
+    """The four risk terms (irreducible, approximation, bias, variance) for flat configurations
+    (`scan` as in [`term_sums`][])."""
     if check:
         N = checked(theta, N, lrs, batches, steps, rule)
-    bias = term_sums(theta, N, lrs, batches, steps, rule, batch_size, "bias", False)
-    variance = term_sums(theta, N, lrs, batches, steps, rule, batch_size, "variance", False)
+    bias = term_sums(theta, N, lrs, batches, steps, rule, batch_size, "bias", False, scan)
+    variance = term_sums(theta, N, lrs, batches, steps, rule, batch_size, "variance", False,
+                         scan)
     return theta[4], approximation_term(theta[0], theta[2], N, rule), bias, variance
 
 
