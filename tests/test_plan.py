@@ -48,7 +48,7 @@ def _check_feasible(p, C, limits, hw):
         assert exact == pytest.approx(C, rel=1e-3)
 
 
-# Each case compiles its own L-BFGS program (~15 s on a 2-core CPU): two run by
+# Each case compiles its own L-BFGS program (~11 s on a 2-core CPU): two run by
 # default (no limit with pow2; two limits with a free batch), all ten with
 # NQS_SLOW_TESTS=1; benchmarks/bench_plan.py checks twelve such cases.
 _SLOW = pytest.mark.skipif(not os.environ.get("NQS_SLOW_TESTS"),

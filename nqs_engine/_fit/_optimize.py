@@ -125,7 +125,14 @@ def _block(fun, state, data, per_start, method, learning_rate, num_steps, max_st
                     s.grad, s.opt_state, s.x, value=s.value, grad=s.grad, value_fn=f
                 )
                 x = optax.apply_updates(s.x, updates)
-                value, grad = optax.value_and_grad_from_state(f)(x, state=opt_state)
+                # The line search stores the value and gradient at its accepted point.
+                # (`optax.value_and_grad_from_state` would recompute them where that
+                # value is not finite: under vmap its `cond` becomes a select that
+                # evaluates the function and its gradient every step, and a third copy
+                # of the model makes the program much slower to compile. A point whose
+                # value is not finite fails the start below either way.)
+                value = optax.tree.get(opt_state, "value")
+                grad = optax.tree.get(opt_state, "grad")
             else:
                 updates, opt_state = opt.update(s.grad, s.opt_state, s.x)
                 x = optax.apply_updates(s.x, updates)
