@@ -10,7 +10,10 @@ Nothing here changes global JAX settings; enable float64 in your own script with
 # `nqs.risk` imports the risk modules, `nqs.fit` the fitting ones, and so on.
 
 import importlib
-from typing import TYPE_CHECKING
+
+# `typing` (and the modules it imports) would add ~12 ms before the command line's
+# interrupt handling is installed; type checkers read this name as typing's.
+TYPE_CHECKING = False
 
 #: Public name -> the private module that defines it.
 _EXPORTS = {

@@ -2,10 +2,10 @@
 
 Each subcommand is a module of this package with a `DESCRIPTION`
 and `EPILOG` for its help, `add_arguments(parser)` and `run(args)`; [`COMMANDS`][]
-lists them. [`main`][] imports only the module of the command it runs (so that
-`nqs-engine --help` and each command start quickly), builds the parser, turns
-on float64, runs the command and turns every expected failure into one line on
-stderr and exit status 2.
+lists them. [`run`][] (behind `nqs_engine.cli.main`) imports only the module of the
+command it runs (so that `nqs-engine --help` and each command start quickly), builds
+the parser, turns on float64, runs the command and turns every expected failure into
+one line on stderr and exit status 2.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ import re
 import sys
 from collections.abc import Callable, Sequence
 
-# `_common`'s PROG and EXIT_INTERRUPTED; `_common` itself (and numpy with it) is imported
-# only after the interrupt handling is in place (see `_Interrupts`).
-PROG, EXIT_INTERRUPTED = "nqs-engine", 130
+# `_common` (and numpy with it) is imported only after the interrupt handling is in place
+# (see `nqs_engine.cli.main` and `_interrupts`).
+from ._interrupts import EXIT_INTERRUPTED, PROG
 
 #: The subcommands, in the order `nqs-engine --help` lists them, with their modules
 #: and one-line summaries (the summaries are here so that `--help` imports nothing).
@@ -190,100 +190,8 @@ def _command_of(argv: Sequence[str]) -> str | None:
     return None
 
 
-class _Interrupts:
-    """SIGINT and SIGTERM end the process at once: exit 130, one line, no output file.
-
-    The signals' Python handler does nothing; Python's own C handler writes each
-    signal's number to a pipe (`signal.set_wakeup_fd`) the moment it arrives, and
-    a watcher thread waiting on that pipe deletes the outputs in flight (see
-    `_io.abandon_outputs`), prints the message and calls `os._exit(130)`. So no
-    interrupt is lost in a callback that swallows exceptions (JAX's garbage
-    collection callback), none waits for a long compilation or computation to
-    return to Python, and none prints a traceback (during the imports of numpy,
-    JAX and the command either: `main` installs this before them; only a signal
-    in the first tens of milliseconds, while Python itself starts, comes first).
-    [`_Interrupts.finish`][] ends a run that was not interrupted the same way, with
-    its status, so that a signal up to the very end still wins.
-    """
-
-    def __init__(self):
-        import signal
-        import threading
-
-        self.read, write = os.pipe()
-        os.set_blocking(write, False)
-        # A signal the parent set to be ignored (SIGINT of a background job) stays so.
-        self.signals = {number for number in (signal.SIGINT, signal.SIGTERM)
-                        if signal.getsignal(number) is not signal.SIG_IGN}
-        for number in self.signals:
-            signal.signal(number, lambda number, frame: None)
-        signal.set_wakeup_fd(write, warn_on_full_buffer=False)
-        from .. import _io  # numpy: after the handler, so a signal now waits in the pipe
-
-        self.io = _io
-        _io.track_outputs()
-        threading.Thread(target=self._watch, name="nqs-engine-interrupts", daemon=True).start()
-
-    def _pending(self, timeout: float | None) -> bool:
-        import select
-
-        return bool(select.select([self.read], [], [], timeout)[0])
-
-    def _watch(self) -> None:
-        self._pending(None)
-        self._die()
-
-    def _die(self) -> None:
-        self.io.abandon_outputs()  # keeps the lock: no output is written from now on
-        common = sys.modules.get(f"{__package__}._common")
-        fresh = "\n" if getattr(getattr(common, "Progress", None), "line_open", False) else ""
-        os.write(2, f"{fresh}{PROG}: interrupted; no output written\n".encode())
-        os._exit(EXIT_INTERRUPTED)
-
-    def finish(self, status: int) -> None:
-        """End the process with `status`, unless a signal came first (then as `_die`)."""
-        import atexit
-        import signal
-
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except (OSError, ValueError):
-                pass
-        atexit._run_exitfuncs()
-        with self.io.OUTPUTS_LOCK:
-            signal.pthread_sigmask(signal.SIG_BLOCK, self.signals)
-            if self._pending(0):
-                self._die()
-            os._exit(status)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run `nqs-engine` with the arguments `argv` (default: `sys.argv[1:]`).
-
-    Returns the exit status: 0 on success, 2 for bad input or usage (one line
-    on stderr starting `nqs-engine: error:`), 1 for an internal error, 130 if
-    interrupted. Computation runs in float64: `jax_enable_x64` is switched on
-    for the duration of the call and restored afterwards.
-
-    Without `argv` (the `nqs-engine` command, `python -m nqs_engine.cli`), `main`
-    runs the command as the whole process: SIGINT and SIGTERM at any moment end
-    it with status 130, the one-line message and no output file, and `main`
-    ends the process itself (`os._exit`) rather than return.
-
-    **Example:**
-
-    >>> from nqs_engine.cli import main
-    >>> main(["predict", "missing.csv", "--params", "pythia-owt2", "--out", "x.csv"])
-    2
-    """
-    if argv is None:
-        interrupts = _Interrupts()
-        interrupts.finish(_main(sys.argv[1:]))
-    return _main(argv)
-
-
-def _main(argv: Sequence[str]) -> int:
+def run(argv: Sequence[str]) -> int:
+    """Run the command in `argv` and return its exit status (see `nqs_engine.cli.main`)."""
     from ._common import EXIT_INPUT, EXIT_INTERNAL, InputError, error
 
     argv = list(argv)
