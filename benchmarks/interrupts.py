@@ -7,7 +7,9 @@ output or temporary file left.
 
 The moments are uniform over [0, 1.05 x] the measured uninterrupted run, so they
 cover the imports, the computation, the writing and (rarely) a finished run,
-which is counted apart. Prints the tally and writes results/interrupts.json.
+which is counted apart and replaced by another draw: `--trials` signals are
+delivered (at most twice as many runs). Prints the tally and writes
+results/interrupts.json.
 """
 
 from __future__ import annotations
@@ -62,9 +64,11 @@ def main() -> None:
 
     tally: collections.Counter = collections.Counter()
     trials = []
-    for i in range(args.trials):
+    i = 0
+    while tally["ok"] + tally["FAILED"] < args.trials and i < 2 * args.trials:
+        i += 1
         delay = float(rng.uniform(0, 1.05 * baseline))
-        number = signal.SIGINT if i % 2 == 0 else signal.SIGTERM
+        number = signal.SIGINT if i % 2 == 1 else signal.SIGTERM
         process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
                                    stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
         time.sleep(delay)
@@ -85,16 +89,17 @@ def main() -> None:
         trials.append(dict(signal=number.name, delay_s=round(delay, 3),
                            status=process.returncode, files_left=left,
                            stderr=stderr.strip()[-500:], outcome=outcome))
-        print(f"{i + 1:3d}  {number.name:7s} at {delay:6.2f} s: exit {process.returncode}, "
+        print(f"{i:3d}  {number.name:7s} at {delay:6.2f} s: exit {process.returncode}, "
               f"files left {left}, {outcome}", flush=True)
         for name in left:
             (folder / name).unlink()
 
-    delivered = args.trials - tally["finished before the signal"]
+    delivered = tally["ok"] + tally["FAILED"]
     print(f"\n{tally['ok']} of {delivered} interrupted runs ended right (exit 130, one line, "
           f"no file); {tally['FAILED']} failed; {tally['finished before the signal']} "
           "finished before their signal")
-    path = save("interrupts", dict(rows=args.rows, trials=args.trials, seed=args.seed,
+    path = save("interrupts", dict(rows=args.rows, trials=args.trials, runs_started=i,
+                                   delivered=delivered, seed=args.seed,
                                    baseline_s=round(baseline, 2), tally=dict(tally),
                                    runs=trials))
     print(f"-> {path}")

@@ -83,18 +83,13 @@ def interrupt(folder, runs, delay: float, number: int):
     return process.returncode, stderr, left
 
 
-PROG = "nqs-engine"
-
-
 def check(result, when):
     status, stderr, left = result
     assert status == 130, f"{when}: exit {status}, stderr {stderr!r}"
     assert "Traceback" not in stderr and "Exception ignored" not in stderr, f"{when}: {stderr}"
-    lines = stderr.strip().splitlines()
-    # A signal after the command's summary line (while it ends) still removes the output
-    # and ends the process with the message; that summary is the only other line allowed.
-    assert lines[-1:] == [MESSAGE], f"{when}: {stderr!r}"
-    assert all(line.startswith(f"{PROG}: predicted ") for line in lines[:-1]), f"{when}: {stderr!r}"
+    # Only the message: the command's closing line ("predicted ... -> out.csv") waits for
+    # the end of the process, so a signal after the output is written removes it unsaid.
+    assert stderr.strip().splitlines() == [MESSAGE], f"{when}: {stderr!r}"
     assert left == [], f"{when}: left {left}"
 
 
@@ -122,3 +117,38 @@ def test_interrupt_during_and_after_the_computation(big, number):
         delivered += 1
         check(result, f"{number.name} at {fraction:.0%} of {seconds:.1f} s")
     assert delivered >= 2
+
+
+#: A whole process as `nqs_engine.cli.main` runs one: the handling installed, an output
+#: written and the closing line said; then (with an argument) a signal to itself before
+#: the process ends, the latest moment at which a signal still wins.
+LATE = """
+import os, signal, sys
+from nqs_engine.cli._interrupts import Interrupts, closing_line
+from nqs_engine._io import atomic_output
+interrupts = Interrupts()
+with atomic_output(sys.argv[1]) as f:
+    f.write("done\\n")
+closing_line("wrote 1 row -> " + sys.argv[1])
+if len(sys.argv) > 2:
+    os.kill(os.getpid(), getattr(signal, sys.argv[2]))
+interrupts.finish(0)
+"""
+
+
+@pytest.mark.parametrize("number", [None, signal.SIGINT, signal.SIGTERM],
+                         ids=["none", "SIGINT", "SIGTERM"])
+def test_a_signal_after_the_output_is_written_leaves_no_closing_line(tmp_path, number):
+    """The closing line is said only when no signal came before the process's end: a
+    signal after the output was written removes it and the run says only the message."""
+    out = tmp_path / "out.txt"
+    args = [sys.executable, "-c", LATE, str(out)] + ([number.name] if number else [])
+    done = subprocess.run(args, capture_output=True, text=True, timeout=120,
+                          preexec_fn=default_sigint)
+    if number is None:
+        assert done.returncode == 0, done.stderr
+        assert done.stderr.splitlines() == [f"nqs-engine: wrote 1 row -> {out}"]
+        assert out.read_text() == "done\n"
+    else:
+        check((done.returncode, done.stderr, sorted(p.name for p in tmp_path.iterdir())),
+              f"{number.name} after the output")

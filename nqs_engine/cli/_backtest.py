@@ -13,6 +13,7 @@ import numpy as np
 from .._io import InputError, atomic_output, json_text
 from ._common import (
     EXIT_OK,
+    finished,
     LOG_HELP,
     PROG,
     Progress,
@@ -194,8 +195,8 @@ def run(args: argparse.Namespace) -> int:
             figure.savefig(f, format=args.figure.rsplit(".", 1)[-1] if "." in args.figure
                            else "png")
     print(result.table())
-    print(f"{PROG}: backtested {', '.join(models)} on {runs.size} run(s) in "
-          f"{time.monotonic() - started:.1f} s -> {args.out}", file=sys.stderr, flush=True)
+    finished(f"backtested {', '.join(models)} on {runs.size} run(s) in "
+             f"{time.monotonic() - started:.1f} s -> {args.out}")
     return EXIT_OK
 
 

@@ -14,11 +14,10 @@ import numpy as np
 
 from .._columnar import ColumnarRuns
 from .._io import Column, InputError, read_json
+from ._interrupts import EXIT_INTERRUPTED, PROG, closing_line
 
-PROG = "nqs-engine"
-
-#: Exit statuses.
-EXIT_OK, EXIT_INTERNAL, EXIT_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+#: Exit statuses (and `EXIT_INTERRUPTED`, 130, from `_interrupts`).
+EXIT_OK, EXIT_INTERNAL, EXIT_INPUT = 0, 1, 2
 
 
 # ---------------------------------------------------------------------------
@@ -35,6 +34,13 @@ def error(message: str, stream: IO[str] | None = None) -> None:
 def note(text: str) -> None:
     """Print `nqs-engine: TEXT` on stderr."""
     print(f"{PROG}: {text}", file=sys.stderr, flush=True)
+
+
+def finished(text: str) -> None:
+    """Print the command's closing line `nqs-engine: TEXT` on stderr, as the process's
+    last word (held back to the very end of a whole `nqs-engine` process, so that a
+    late interrupt never follows it: `_interrupts.closing_line`)."""
+    closing_line(text)
 
 
 def duration(seconds: float) -> str:

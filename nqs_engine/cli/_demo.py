@@ -10,7 +10,7 @@ import time
 import numpy as np
 
 from .._io import atomic_output
-from ._common import EXIT_OK, PROG, add_progress_option, note
+from ._common import EXIT_OK, PROG, add_progress_option, finished, note
 from ._plot import FORMATS, check_folder, drawing_bar, make_figures, save_figures
 
 SEQ_LEN = 128
@@ -150,6 +150,6 @@ def run(args: argparse.Namespace) -> int:
         written += save_figures(figures, args.out, args.format, 120.0)
     print(f"\n3. wrote to {args.out}/: " + ", ".join(os.path.basename(w) for w in written),
           flush=True)
-    note(f"demo done in {time.monotonic() - started:.1f} s. Next: '{PROG} plan --help', "
-          f"'{PROG} plot --help', or the notebooks in notebooks/")
+    finished(f"demo done in {time.monotonic() - started:.1f} s. Next: '{PROG} plan --help', "
+             f"'{PROG} plot --help', or the notebooks in notebooks/")
     return EXIT_OK

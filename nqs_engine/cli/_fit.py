@@ -11,6 +11,7 @@ from .._presets import DEFAULT_LR
 from .._schedule import SPEC_HELP
 from ._common import (
     EXIT_OK,
+    finished,
     PROG,
     Progress,
     LOG_HELP,
@@ -212,9 +213,8 @@ def run(args: argparse.Namespace) -> int:
         f.write(json_text(out))
     for text in result.notes:
         print(f"{PROG}: note: {text}", file=sys.stderr, flush=True)
-    print(f"{PROG}: fitted {result.model.kind} to {int(mask.sum())} row(s), objective "
-          f"{result.objective:.6g}, in {time.monotonic() - started:.1f} s -> {args.out}",
-          file=sys.stderr, flush=True)
+    finished(f"fitted {result.model.kind} to {int(mask.sum())} row(s), objective "
+             f"{result.objective:.6g}, in {time.monotonic() - started:.1f} s -> {args.out}")
     return EXIT_OK
 
 

@@ -13,6 +13,25 @@ import sys
 #: The command's name, and its exit status when interrupted.
 PROG, EXIT_INTERRUPTED = "nqs-engine", 130
 
+#: While [`Interrupts`][] runs the process: the command's closing lines
+#: ([`closing_line`][]), which [`Interrupts.finish`][] prints after its last check
+#: for a signal. `None` otherwise (a library call of `main(argv)`): printed at once.
+HELD_LINES: list[str] | None = None
+
+
+def closing_line(text: str) -> None:
+    """Print the command's closing line `nqs-engine: TEXT` (what it wrote, in how long).
+
+    In a process that [`Interrupts`][] ends, the line waits until the process ends
+    with its status: a signal that comes after the outputs are written, but before
+    the process ends, still wins and removes them, and then the run must not have
+    said that it wrote them. In a library call it is printed at once.
+    """
+    if HELD_LINES is None:
+        print(f"{PROG}: {text}", file=sys.stderr, flush=True)
+    else:
+        HELD_LINES.append(f"{PROG}: {text}\n")
+
 
 def _signal_module():
     """CPython's `_signal` (what `signal` wraps in enums; `signal` imports `enum`, 4 ms at
@@ -53,6 +72,8 @@ class Interrupts:
         for number in self.signals:
             signal.signal(number, lambda number, frame: None)
         signal.set_wakeup_fd(write, warn_on_full_buffer=False)
+        global HELD_LINES
+        HELD_LINES = []
         import threading
 
         from .. import _io  # numpy: after the handler, so a signal now waits in the pipe
@@ -78,7 +99,11 @@ class Interrupts:
         os._exit(EXIT_INTERRUPTED)
 
     def finish(self, status: int) -> None:
-        """End the process with `status`, unless a signal came first (then as `_die`)."""
+        """End the process with `status`, unless a signal came first (then as `_die`).
+
+        The closing lines held back ([`closing_line`][]) are printed after the last
+        check for a signal, with the signals blocked, when `status` is 0.
+        """
         import atexit
 
         signal = _signal_module()
@@ -93,4 +118,10 @@ class Interrupts:
             signal.pthread_sigmask(signal.SIG_BLOCK, self.signals)
             if self._pending(0):
                 self._die()
+            if status == 0 and HELD_LINES:
+                try:
+                    sys.stderr.write("".join(HELD_LINES))
+                    sys.stderr.flush()
+                except (OSError, ValueError):
+                    pass
             os._exit(status)

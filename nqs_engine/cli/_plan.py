@@ -17,6 +17,7 @@ from .._plan._budgets import Hardware
 from .._plan._plan import BATCH_MODES, METHODS
 from ._common import (
     EXIT_OK,
+    finished,
     PROG,
     Progress,
     add_progress_option,
@@ -271,7 +272,7 @@ def run(args: argparse.Namespace) -> int:
             fh.write(json_text(payload))
     wall = time.monotonic() - started
     dest = f" -> {args.out}" if args.out else ""
-    print(f"{PROG}: planned {len(rows)} budget(s) in {wall:.1f} s{dest}", file=sys.stderr)
+    finished(f"planned {len(rows)} budget(s) in {wall:.1f} s{dest}")
     return EXIT_OK
 
 

@@ -13,6 +13,7 @@ from .._io import InputError, atomic_output
 from .._presets import PRESETS
 from ._common import (
     EXIT_OK,
+    finished,
     PROG,
     Progress,
     RunsTable,
@@ -318,7 +319,7 @@ def run(args: argparse.Namespace) -> int:
     paths = save_figures(figures, args.out, args.format, args.dpi)
     for path in paths:
         print(path)
-    note(f"wrote {len(paths)} figure(s) to {args.out} in {time.monotonic() - started:.1f} s")
+    finished(f"wrote {len(paths)} figure(s) to {args.out} in {time.monotonic() - started:.1f} s")
     return EXIT_OK
 
 

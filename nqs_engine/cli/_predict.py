@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import csv
 import os
-import sys
 import time
 
 import numpy as np
@@ -16,6 +15,7 @@ from .._presets import DEFAULT_LR, PRESETS
 from .._schedule import SPEC_HELP
 from ._common import (
     EXIT_OK,
+    finished,
     PROG,
     Progress,
     RunsTable,
@@ -380,8 +380,8 @@ def run_curves(args: argparse.Namespace, loaded) -> int:
         writer = csv.writer(f, lineterminator="\n")
         writer.writerow([*table.header, "prediction"])
         writer.writerows([*row, value] for row, value in zip(table.rows, pred.tolist()))
-    print(f"{PROG}: predicted {len(table):,} checkpoint(s) of {runs.num_runs} run(s) in "
-          f"{time.monotonic() - started:.1f} s -> {args.out}", file=sys.stderr, flush=True)
+    finished(f"predicted {len(table):,} checkpoint(s) of {runs.num_runs} run(s) in "
+             f"{time.monotonic() - started:.1f} s -> {args.out}")
     return EXIT_OK
 
 
@@ -463,10 +463,5 @@ def run(args: argparse.Namespace) -> int:
 
     elapsed = time.monotonic() - started
     rate = n_rows / max(elapsed, 1e-9)
-    print(
-        f"{PROG}: predicted {n_rows:,} row(s) in {elapsed:.1f} s "
-        f"({rate:,.0f} rows/s) -> {args.out}",
-        file=sys.stderr,
-        flush=True,
-    )
+    finished(f"predicted {n_rows:,} row(s) in {elapsed:.1f} s ({rate:,.0f} rows/s) -> {args.out}")
     return EXIT_OK

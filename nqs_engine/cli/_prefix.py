@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 
 import numpy as np
@@ -11,6 +10,7 @@ import numpy as np
 from .._io import CsvColumns, InputError, atomic_output, json_text
 from ._common import (
     EXIT_OK,
+    finished,
     PROG,
     Progress,
     RunsTable,
@@ -229,9 +229,9 @@ def run(args: argparse.Namespace) -> int:
         with atomic_output(args.figure, binary=True) as f:
             fig.savefig(f, format=args.figure.rsplit(".", 1)[-1] if "." in args.figure else "png",
                         dpi=120)
-    print(f"{PROG}: {result.labels.size} run(s), {len(result.fractions)} fraction(s), "
-          f"{len(result.fits)} model fit(s) in {time.monotonic() - started:.1f} s"
-          + (f" -> {args.out}" if args.out else ""), file=sys.stderr, flush=True)
+    finished(f"{result.labels.size} run(s), {len(result.fractions)} fraction(s), "
+             f"{len(result.fits)} model fit(s) in {time.monotonic() - started:.1f} s"
+             + (f" -> {args.out}" if args.out else ""))
     return EXIT_OK
 
 

@@ -16,7 +16,6 @@ import argparse
 import math
 import os
 import shutil
-import sys
 import time
 import zipfile
 from collections.abc import Iterator
@@ -26,6 +25,7 @@ import numpy as np
 from .._io import InputError, atomic_output, json_text
 from ._common import (
     EXIT_OK,
+    finished,
     PROG,
     Progress,
     add_params_options,
@@ -746,10 +746,10 @@ def _run(args, started, by_compute, N, B, X, fmt, shape, cells, size, distribute
     note_inf = f", {infeasible:,} infeasible" if by_compute else ""
     target = (f" -> {args.out}" if me == 0
               else f" (process {me} of {processes}; process 0 writes {args.out})")
-    print(f"{PROG}: swept {cells:,} cells ({dims}{note_inf}) on "
-          f"{len(devices)} device(s){where} in {seconds:.1f} s "
-          f"({cells / max(seconds, 1e-9):,.0f} cells/s), "
-          f"{time.monotonic() - started:.1f} s in all{target}", file=sys.stderr, flush=True)
+    finished(f"swept {cells:,} cells ({dims}{note_inf}) on "
+             f"{len(devices)} device(s){where} in {seconds:.1f} s "
+             f"({cells / max(seconds, 1e-9):,.0f} cells/s), "
+             f"{time.monotonic() - started:.1f} s in all{target}")
     return EXIT_OK
 
 

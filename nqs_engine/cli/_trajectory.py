@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import sys
 import time
 
 import equinox as eqx
@@ -16,6 +15,7 @@ from .._risk._trajectory import trajectory
 from .._schedule import SPEC_HELP, parse_schedule
 from ._common import (
     EXIT_OK,
+    finished,
     PROG,
     add_params_options,
     add_schedule_options,
@@ -143,12 +143,8 @@ def run(args: argparse.Namespace) -> int:
             [_step_text(k), *row] for k, row in zip(steps.tolist(), table.tolist())
         )
     elapsed = time.monotonic() - started
-    print(
-        f"{PROG}: wrote {steps.size:,} checkpoint(s) of N={args.N:g}, B={args.B:g}, "
-        f"K={args.K:g} in {elapsed:.1f} s -> {args.out}",
-        file=sys.stderr,
-        flush=True,
-    )
+    finished(f"wrote {steps.size:,} checkpoint(s) of N={args.N:g}, B={args.B:g}, "
+             f"K={args.K:g} in {elapsed:.1f} s -> {args.out}")
     return EXIT_OK
 
 
