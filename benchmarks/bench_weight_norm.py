@@ -3,8 +3,9 @@
     python benchmarks/bench_weight_norm.py [--configs 4000] [--accuracy-configs 300]
 
 Times `weight_norm_risk` on Pythia-like constant runs (as bench_schedule.py (c))
-with its default rule (`WEIGHT_NORM_RULE`, panels graded over the crossover's
-window), that rule with uniform panels (as before the window), the full `SumRule()`
+with its default rule (`WEIGHT_NORM_RULE`, 4 panels of 12 nodes graded over the
+crossover's window, 91 points), its former default (6 panels of 16 nodes, 139
+points), that rule with uniform panels (as before the window), the full `SumRule()`
 and `SumRule(window_panels=4)`, interleaved in one run, compile time separately;
 then the relative error of each
 against a much finer uniform rule (128 panels x 16 nodes) over random parameters,
@@ -42,6 +43,7 @@ def main(argv=None):
 
     rules = {
         "weight_norm_rule": WEIGHT_NORM_RULE,
+        "weight_norm_rule_before": nqs.SumRule(head=32, panels=16, nodes=8, order=5),
         "weight_norm_rule_uniform": nqs.SumRule(head=32, panels=16, nodes=8, order=5,
                                                 crossover_panels=0),  # before the window
         "default_sum_rule": nqs.SumRule(),

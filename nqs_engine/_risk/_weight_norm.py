@@ -35,14 +35,16 @@ from ._trajectory import cut_pieces
 
 _MAX_STAIRS = 101  # K / w(K) < 101 for every K (w(K) as in stair_width)
 
-#: The default quadrature of [`weight_norm_risk`][] (and of fitting, `_model._nqs.FIT_RULE`):
-#: 32 head terms, order 5, its panels graded over the crossover's window (see `_crossover`):
-#: 139 points, since every stair sums over all of them. Against a 128 x 16 uniform rule it
-#: differs by up to 9.4e-10 (p99 2.6e-10) over 300 random constant runs with N up to 1e12
-#: (benchmarks/bench_weight_norm.py; 4.1e-7 with the uniform panels it had before), the
-#: error of its short head and low order. `rule=SumRule(window_panels=4)` (145 points,
-#: about as fast) holds 3e-15 there; `rule=SumRule()` (177 points) 8e-16.
-WEIGHT_NORM_RULE = SumRule(head=32, panels=16, nodes=8, order=5)
+#: The default quadrature of [`weight_norm_risk`][] and of the weight-norm model: 32 head
+#: terms, order 5, and 4 panels of 12 Gauss-Legendre nodes graded over the crossover's
+#: window (see `_crossover`): 91 points, which every stair sums over. Against a 128 x 16
+#: uniform rule it differs by up to ~1e-9 over 300 random constant runs with N up to 1e12
+#: (benchmarks/bench_weight_norm.py), the error of its short head and low order: the same
+#: as with the 6 panels of 16 nodes (139 points) it had before, which took ~1.3x as long.
+#: `rule=SumRule(window_panels=4)` (145 points) holds 3e-15 there; `rule=SumRule()`
+#: (177 points) 8e-16. The plain risk's fits keep their own rule (`_model._nqs.FIT_RULE`).
+WEIGHT_NORM_RULE = SumRule(head=32, panels=16, nodes=8, order=5, crossover_nodes=12,
+                           window_panels=4)
 
 
 def stair_width(K: FloatArray) -> FloatArray:
