@@ -330,6 +330,29 @@ def test_weight_norm_zero_step_segments_are_no_ops():
     assert rel_err(float(padded), float(ref)) <= 1e-13
 
 
+def test_weight_norm_batches_of_any_size_give_the_same_risk():
+    """The default batch of the stair loop grows with the number of configurations
+    (`default_chunk`): 3,000 runs of one to 101 stairs under a step decay, in batches of
+    512 (the default here) and 16, and the first 200 one at a time, give the same risks
+    up to rounding."""
+    from nqs_engine._risk._weight_norm import default_chunk
+
+    params, lr = nqs.preset("pythia-owt2")
+    rng = np.random.default_rng(3)
+    n = 3000
+    N = 10 ** rng.uniform(4, 9, n)
+    K = np.floor(10 ** rng.uniform(0.5, 5.3, n))
+    B = 2.0 ** rng.integers(4, 12, n)
+    assert default_chunk(n) == 512
+    ref = np.asarray(nqs.weight_norm_risk(params, N, nqs.Schedule.step_decay(K, B), lr=lr).total)
+    out = np.asarray(nqs.weight_norm_risk(params, N, nqs.Schedule.step_decay(K, B), lr=lr,
+                                          chunk=16).total)
+    np.testing.assert_allclose(out, ref, rtol=1e-13)
+    few = np.asarray(nqs.weight_norm_risk(params, N[:200], nqs.Schedule.step_decay(K[:200], B[:200]),
+                                          lr=lr, chunk=1).total)
+    np.testing.assert_allclose(few, ref[:200], rtol=1e-13)
+
+
 def test_weight_norm_init_sq_norm_is_respected():
     params, lr = nqs.preset("pythia-owt2")
     N, sched = 3e4, nqs.Schedule.constant(5000.0, 64.0)

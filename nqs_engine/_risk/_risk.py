@@ -233,8 +233,9 @@ def prepare_inputs(params, N, lr, segments, rule, names=("schedule",), extras=()
 
     `segments` = (multipliers, batch sizes, steps), arrays whose last axis is the
     segment axis; step sizes are lr * multipliers. `extras` are further arrays
-    (name, value) that broadcast like N. Given `chunk` (an int, or None for no
-    chunking), the rows are padded to `bucket_rows(size, chunk)`, so that calls of
+    (name, value) that broadcast like N. Given `chunk` (an int, None for no
+    chunking, or a function of the number of configurations that returns one of
+    those), the rows are padded to `bucket_rows(size, chunk)`, so that calls of
     nearby sizes share the compiled programs downstream.
     """
     if not isinstance(params, NQSParams):
@@ -262,6 +263,8 @@ def prepare_inputs(params, N, lr, segments, rule, names=("schedule",), extras=()
         ) from None
     shape = tuple(shape)
     size = int(np.prod(shape, dtype=np.int64))
+    if callable(chunk):
+        chunk = chunk(size)
     rows, batch = (size, max(1, size)) if chunk is NO_BUCKET else bucket_rows(size, chunk)
     return _flatten_inputs(scalars, segs, shape, S, np.dtype(dtype), rows, batch)
 
