@@ -351,6 +351,10 @@ def test_weight_norm_batches_of_any_size_give_the_same_risk():
     few = np.asarray(nqs.weight_norm_risk(params, N[:200], nqs.Schedule.step_decay(K[:200], B[:200]),
                                           lr=lr, chunk=1).total)
     np.testing.assert_allclose(few, ref[:200], rtol=1e-13)
+    # The model's predictions (batched by `default_chunk` too) are the same risks.
+    runs = nqs.Runs.from_arrays(N, schedule=nqs.Schedule.step_decay(K, B))
+    model = nqs.WeightNormNQS.preset("pythia-owt2")
+    np.testing.assert_allclose(np.asarray(model.predict(runs)), ref, rtol=1e-13)
 
 
 def test_weight_norm_init_sq_norm_is_respected():

@@ -45,7 +45,12 @@ from .._risk._risk import (
 )
 from .._risk._kernel import approximation_term
 from .._risk._trajectory import pieces_trajectory
-from .._risk._weight_norm import WEIGHT_NORM_RULE, weight_norm_risk, weight_norm_terms
+from .._risk._weight_norm import (
+    WEIGHT_NORM_RULE,
+    default_chunk,
+    weight_norm_risk,
+    weight_norm_terms,
+)
 from .._runs import Runs
 from .._schedule import Schedule
 from ._base import AbstractFitSpace, AbstractLossModel, FitDefaults, read_values
@@ -572,7 +577,10 @@ class WeightNormNQS(AbstractNQS):
                                 rule=self.rule)
 
     def prepare(self, runs: Runs, *, search: bool = False) -> NQSData:
-        return nqs_data(runs, self.search_rule if search else self.rule, 16,
+        # The searches differentiate through the stair loop: batches of 16 keep its memory
+        # small. Predictions take the batch that suits their number (`default_chunk`).
+        chunk = 16 if search else default_chunk(runs.size)
+        return nqs_data(runs, self.search_rule if search else self.rule, chunk,
                         "the weight-norm NQS")
 
     def predict_prepared(self, data: NQSData) -> FloatArray:
