@@ -577,8 +577,9 @@ class WeightNormNQS(AbstractNQS):
                                 rule=self.rule)
 
     def prepare(self, runs: Runs, *, search: bool = False) -> NQSData:
-        # The searches differentiate through the stair loop: batches of 16 keep its memory
-        # small. Predictions take the batch that suits their number (`default_chunk`).
+        # The fit's searches differentiate through the stair loop: batches of 16 keep its
+        # memory small. The accurate form (predictions; the polish of a fit, which has
+        # fewer than 2,048 runs but for the largest logs) takes `default_chunk`'s batch.
         chunk = 16 if search else default_chunk(runs.size)
         return nqs_data(runs, self.search_rule if search else self.rule, chunk,
                         "the weight-norm NQS")

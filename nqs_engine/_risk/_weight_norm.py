@@ -55,8 +55,10 @@ def default_chunk(size: int) -> int:
     (the runs are sorted by their number of pieces first), so at least four batches
     keep that waste small; on a CPU, batches of 512 and more are vectorised and
     threaded by XLA (on 20,000 Pythia-like runs 2,048 gave 24k configs/s against
-    15k with 16; benchmarks/bench_weight_norm.py). In reverse mode a batch keeps its
-    per-direction state at each checkpoint of the loop: up to ~0.5 GB at 2,048.
+    15k with 16: benchmarks/bench_schedule.py (c); 4,000 runs: 18.5k against 15.5k,
+    benchmarks/bench_weight_norm.py). In reverse mode the loop keeps a batch's
+    per-direction state (batch x 91 points x 3 values with the default rule) at each
+    of its checkpoints, so a larger batch takes proportionally more memory there.
 
     **Example:**
 
