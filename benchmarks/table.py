@@ -386,13 +386,15 @@ def _weight_norm(b: _Builder) -> None:
     d = b.data
     with b.optional():
         r = d["weight_norm_rule"]
+        # Files since 2026-12-03 time the former default rule beside it; older ones only
+        # that rule's equal panels.
+        before = "weight_norm_rule_before" in d
+        ref = d["weight_norm_rule_before" if before else "weight_norm_rule_uniform"]
         b.add(f"weight-norm risk, {d['configs']:,} Pythia-like configurations, float64 "
               f"(configs/s; target {fmt(d['target_configs_per_s'])}; worst relative error vs a "
               f"fine rule {fmt(r['rel_err_vs_fine']['max'])})", r["configs_per_s"],
-              *((d["weight_norm_rule_before"]["configs_per_s"], ) if "weight_norm_rule_before" in d
-                else (d["weight_norm_rule_uniform"]["configs_per_s"], )), better="higher",
-              reference_note=("the former 139-point rule, same run" if "weight_norm_rule_before" in d
-                              else "equal panels"))
+              ref["configs_per_s"], better="higher",
+              reference_note="the former 139-point rule, same run" if before else "equal panels")
 
 
 def _interrupts(b: _Builder) -> None:
