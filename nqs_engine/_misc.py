@@ -124,6 +124,25 @@ def positive_scalar(value: Any, name: str, *, allow_zero: bool = False) -> float
     return v
 
 
+def positive_integer(value: Any, name: str) -> int:
+    """`value` as a Python int >= 1 (an int or NumPy integer, not a bool); ValueError naming
+    `name` otherwise.
+
+    **Example:**
+
+    >>> from nqs_engine._misc import positive_integer
+    >>> positive_integer(512, "chunk")
+    512
+    >>> positive_integer(0, "chunk")
+    Traceback (most recent call last):
+    ...
+    ValueError: chunk must be an integer >= 1, got 0
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {_short(value)}")
+    return int(value)
+
+
 def suggest(name: str, known: Iterable[str]) -> str:
     """` (did you mean 'x'?)` for the known name nearest to `name`, or `""`.
 

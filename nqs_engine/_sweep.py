@@ -36,7 +36,7 @@ from jax.sharding import PartitionSpec as P
 
 import equinox as eqx
 
-from ._misc import positive_scalar, vector
+from ._misc import positive_integer, positive_scalar, vector
 from ._model import as_model
 from ._quadrature import SumRule
 
@@ -179,8 +179,7 @@ def sweep(
     if model.shape != ():
         raise ValueError(f"params must be one parameter set, got a batch of shape {model.shape}; "
                          "sweep each set separately")
-    if isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer)) or chunk < 1:
-        raise ValueError(f"chunk must be an integer >= 1, got {chunk!r}")
+    positive_integer(chunk, "chunk")
     devices = tuple(jax.local_devices() if devices is None else devices)
     if not devices:
         raise ValueError("devices is empty: give at least one device")

@@ -345,6 +345,15 @@ def test_bad_structure():
         nqs.SumRule(head=4, order=6)
     with pytest.raises(ValueError, match="missing NQS parameter"):
         nqs.NQSParams.from_dict(dict(p=1.5))
+    # A batch size that is no positive integer is named, not clamped or failed on inside.
+    sched = nqs.Schedule.constant(1000.0, 64.0)
+    for bad in (0, -5, 2.5, "x", True):
+        with pytest.raises(ValueError, match="chunk must be an integer >= 1"):
+            nqs.risk(params, 1e7, 64.0, 1000.0, chunk=bad)
+        with pytest.raises(ValueError, match="chunk must be an integer >= 1"):
+            nqs.schedule_risk(params, 1e7, sched, chunk=bad)
+        with pytest.raises(ValueError, match="chunk must be an integer >= 1"):
+            nqs.weight_norm_risk(params, 1e7, sched, chunk=bad)
 
 
 def test_library_import_leaves_x64_alone():

@@ -20,6 +20,7 @@ import numpy as np
 from .._breakdown import AbstractBreakdown
 from .._chunk import bucket_rows, chunked_map, pad_rows
 from .._custom_types import FloatArray, RealLike
+from .._misc import positive_integer
 from .._params import DEFAULT_LR, PARAM_NAMES, NQSParams
 from .._quadrature import SumRule
 from .._schedule import Schedule
@@ -265,6 +266,8 @@ def prepare_inputs(params, N, lr, segments, rule, names=("schedule",), extras=()
     size = int(np.prod(shape, dtype=np.int64))
     if callable(chunk):
         chunk = chunk(size)
+    elif chunk is not NO_BUCKET and chunk is not None:
+        positive_integer(chunk, "chunk")
     rows, batch = (size, max(1, size)) if chunk is NO_BUCKET else bucket_rows(size, chunk)
     return _flatten_inputs(scalars, segs, shape, S, np.dtype(dtype), rows, batch)
 
