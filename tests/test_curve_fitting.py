@@ -57,7 +57,7 @@ def test_runs_starting_at_step_size_zero_fit():
     sched = nqs.Schedule.stack([_with_idle_start(k, b, 0.0) for k, b in zip(K, B)])
     y = nqs.schedule_risk(TRUTH, N, sched, lr=LR).total
     runs = nqs.Runs.from_arrays(N, loss=y, schedule=sched)
-    result = nqs.fit(runs, starts=1024, refine=16, max_steps=400)
+    result = nqs.fit(runs, starts=1024, refine=4, max_steps=400)
     assert result.num_failed == 0
     assert result.objective < 1e-6, result.summary()  # was 0.0576: every start failed
 
@@ -210,12 +210,12 @@ def test_fit_command_takes_a_schedule(tmp_path):
     runs = _write(tmp_path / "runs.csv", ["N", "B", "K", "loss"], zip(N, B, K, y))
     out = tmp_path / "fit.json"
     assert main(["fit", runs, "--schedule", "cosine:pieces=8,warmup=0.05", "--out", str(out),
-                 "--starts", "512", "--no-progress"]) == 0
+                 "--starts", "512", "--refine", "8", "--no-progress"]) == 0
     import json
 
     data = json.loads(out.read_text())
     # The same fit as the library's on these runs under this schedule.
-    same = nqs.fit(nqs.Runs.from_arrays(N, loss=y, schedule=sched), starts=512)
+    same = nqs.fit(nqs.Runs.from_arrays(N, loss=y, schedule=sched), starts=512, refine=8)
     assert data["diagnostics"]["objective"] == pytest.approx(same.objective, rel=1e-9)
     assert data["p"] == pytest.approx(float(same.params.p), rel=1e-9)
     # ... and not a fit of constant runs, which the command did before: the fitted model
@@ -251,7 +251,7 @@ def test_fit_command_takes_curves_logged_with_their_learning_rate(tmp_path, caps
     out = tmp_path / "fit.json"
     refinements = _count_refinements(monkeypatch)
     assert main(["fit", curves, "--lr-column", "lr", "--warmup", "100", "--out", str(out),
-                 "--starts", "1024", "--no-progress"]) == 0
+                 "--starts", "1024", "--refine", "4", "--no-progress"]) == 0
     # The search ran on the coarser form of the curves, then the best start was polished.
     assert len(refinements) == 2
     assert "same model size" in capsys.readouterr().err  # said, not refused

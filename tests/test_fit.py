@@ -13,7 +13,7 @@ from helpers import DATA, REASON_NO_DATA
 
 TRUTH, LR = nqs.preset("pythia-owt2")
 # Every fit below has 20 rows and refines 16 starts, so they share compiled programs.
-FAST = dict(starts=1024, refine=16)
+FAST = dict(starts=512, refine=8)
 
 
 def _design():
