@@ -4,7 +4,7 @@ status 130, the one line `nqs-engine: interrupted; no output written` on stderr
 (no traceback) and no output file, not even a temporary one.
 
 Each case runs the real command in a subprocess on a generated CSV big enough
-for `predict` to take a second or two, and signals it at fixed fractions of a
+for `predict` to take a few seconds, and signals it at fixed fractions of a
 measured uninterrupted run. benchmarks/interrupts.py does the same 50 times at
 random moments on a million rows.
 """
@@ -20,7 +20,7 @@ import time
 import numpy as np
 import pytest
 
-ROWS = 120_000
+ROWS = 250_000
 MESSAGE = "nqs-engine: interrupted; no output written"
 
 
