@@ -602,6 +602,34 @@ def test_truncate_at_a_boundary_leaks_nothing_of_the_next_segment():
     assert cut[2] == 0.5 and cut[3] == 0.0  # lr 0: the single direction has not moved
 
 
+def test_truncate_at_a_segment_end_keeps_that_segment_whole():
+    """A cut at a segment's end (in the float cumulative sum) keeps its steps exactly.
+
+    `k - start` rounds a short segment after a long one: 0.001 steps after 43648 came
+    back as 0.000999999997, and with gamma * Q = 0.63 in that sliver of a step the
+    variance moved by 3.4e-10 relative, while the trajectory (which keeps whole
+    segments whole) was exact: a failure of
+    test_trajectory_equals_truncated_schedule_risk (2.4e-12 there; 1.8e-9 here, found
+    by a random search of the same strategy with N = 1).
+    """
+    steps = [43648.0, 0.001, 69.96712608423283, 3.0]
+    s = nqs.Schedule(np.array([0.0, 1556.7879705601924, 1999.0, 1000.0]),
+                     np.array([2.27, 4.07, 35.6, 2.14]), np.array(steps))
+    ends = np.cumsum(steps)
+    for i, end in enumerate(ends):  # every prefix, bit for bit (the whole schedule too)
+        assert fields(s.truncate(end))[2] == steps[: i + 1] + [0.0] * (len(steps) - i - 1)
+    theta = dict(p=1.7269887654093596, q=2.544745840999722, P=0.06616562989145576,
+                 Q=2.47070377353698, e_irr=0.0024826844856875546, R=352.2082200395252,
+                 r=2.699773226346609)
+    params, lr = nqs.NQSParams(**theta), 0.00040474297676262183
+    curve = as_array(nqs.trajectory(params, 1.0, s, ends, lr=lr))
+    for j, end in enumerate(ends):
+        cut = as_array(nqs.schedule_risk(params, 1.0, s.truncate(end), lr=lr))
+        segments = [(m, b, k) for m, b, k in zip(*fields(s))][: j + 1]
+        assert_terms_close(cut, truth(1.0, theta, segments, lr), 1e-12)
+        assert_terms_close(curve[:, j], cut, 1e-12)
+
+
 def test_concatenate_joins_segments_and_carries_the_state():
     warm = nqs.Schedule.warmup(1_000, 64, warmup=0.5, pieces=2)
     decay = nqs.Schedule.constant(3_000, 128, lr=0.3)

@@ -99,11 +99,21 @@ class Schedule(eqx.Module):
     def truncate(self, k: RealLike) -> "Schedule":
         r"""The first `k` steps of this schedule (later segments keep zero steps).
 
+        Segment $i$ keeps $\min(k_i, \max(0, k - s_i))$ steps, $s_i$ its start; a
+        segment that ends at or before $k$ (in the float cumulative sum of the steps)
+        keeps its own $k_i$ exactly, as [`nqs_engine.trajectory`][] does, so a cut at a
+        segment's end (the schedule's own end included) gives that prefix bit for bit:
+        $k - s_i$ would round a short segment after a long one (0.001 steps after
+        43648 come back as 0.000999999997).
+
         **Example:**
 
         >>> import nqs_engine as nqs
         >>> nqs.Schedule.step_decay(100, 8, (0.5,), (0.1,)).truncate(70).steps.tolist()
         [50.0, 20.0]
+        >>> s = nqs.Schedule([0.0, 1.0], [8.0, 8.0], [43648.0, 0.001])
+        >>> s.truncate(s.total_steps).steps.tolist()
+        [43648.0, 0.001]
         """
         k = jnp.asarray(k)[..., None]
         # Starts as an exclusive cumulative sum: `ends - steps` rounds, and a start
@@ -111,7 +121,8 @@ class Schedule(eqx.Module):
         # cut made exactly at that boundary.
         ends = jnp.cumsum(self.steps, axis=-1)
         starts = jnp.concatenate([jnp.zeros_like(ends[..., :1]), ends[..., :-1]], axis=-1)
-        return Schedule(self.lr, self.batch, jnp.clip(k - starts, 0, self.steps))
+        cut = jnp.clip(k - starts, 0, self.steps)
+        return Schedule(self.lr, self.batch, jnp.where(k >= ends, self.steps, cut))
 
     def pad(self, num_segments: int) -> "Schedule":
         """Append zero-step segments up to `num_segments` (to stack schedules of different S).
