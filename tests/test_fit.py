@@ -12,7 +12,7 @@ from nqs_engine._fit._fit import objective, pointwise, prepare_fit
 from helpers import DATA, REASON_NO_DATA
 
 TRUTH, LR = nqs.preset("pythia-owt2")
-# Every fit below has 20 rows and refines 16 starts, so they share compiled programs.
+# Every fit below has 20 rows and refines 8 starts, so they share compiled programs.
 FAST = dict(starts=512, refine=8)
 
 
