@@ -426,6 +426,18 @@ def _fit_curves(b: _Builder) -> None:
                   + ")", r["wall_s"], better="lower")
 
 
+def _suite_profile(b: _Builder) -> None:
+    s = b.data["sum_over_tests"]
+    with b.optional():
+        b.add(f"test suite under pytest -n 2 with the profiler: XLA compile time summed over "
+              f"{b.data['num_tests']} tests ({s['compiles']:.0f} programs; "
+              f"{b.data['compile_share_of_test_wall']:.0%} of their in-process wall time) (s)",
+              s["compile_s"], better="lower")
+    with b.optional():
+        b.add("test suite under pytest -n 2 with the profiler: session wall time (s; CI target "
+              "<= 480 for the whole of .ci/run)", b.data["session_wall_s"], better="lower")
+
+
 # file-name prefix -> (the script that writes it, row builder); the order of the table
 KINDS = {
     "risk": ("bench_risk", _risk),
@@ -442,6 +454,7 @@ KINDS = {
     "interrupts": ("interrupts", _interrupts),
     "ladders": ("ladders", _ladders),
     "curves": ("curves", _curves),
+    "suite_profile": ("suite_profile", _suite_profile),
 }
 
 
