@@ -606,9 +606,9 @@ def test_truncate_at_a_segment_end_keeps_that_segment_whole():
     """A cut at a segment's end (in the float cumulative sum) keeps its steps exactly.
 
     `k - start` rounds a short segment after a long one: 0.001 steps after 43648 came
-    back as 0.000999999997, and with gamma * Q = 0.63 in that sliver of a step the
-    variance moved by 3.4e-10 relative, while the trajectory (which keeps whole
-    segments whole) was exact: a failure of
+    back as 0.000999999997 (3.4e-9 fewer steps), and with gamma * Q = 0.63 in that
+    sliver of a step the variance moved by as much (the total by 1.8e-9), while the
+    trajectory (which keeps whole segments whole) was exact: a failure of
     test_trajectory_equals_truncated_schedule_risk (2.4e-12 there; 1.8e-9 here, found
     by a random search of the same strategy with N = 1).
     """
