@@ -42,45 +42,6 @@ hypothesis.settings.register_profile("nqs", deadline=None, print_blob=True)
 hypothesis.settings.load_profile("nqs")
 
 
-#: The suite's files in decreasing order of their wall time (summed over their tests, from
-#: `--junitxml` of a full run on the 2-core machine, 2026-12-07; seconds in brackets). The
-#: README's test command runs them in this order (`--no-loadscope-reorder` in pyproject),
-#: each file on one xdist worker, so the long files start first and the short ones fill
-#: the end (longest first on two workers ends within 7/6 of the shortest possible
-#: session, Graham's bound), whereas
-#: xdist's own order (most tests first) left the long, few-test files (CLI fits of curves,
-#: notebooks, interrupts) to the end, with one worker idle while the other ran them.
-#: Files not listed (each under 20 s) follow in collection order. The order only
-#: schedules work; no test depends on it.
-LONGEST_FIRST = (
-    "tests/test_curve_fitting.py",  # 141
-    "tests/test_notebooks.py",  # 128
-    "tests/test_plan.py",  # 118
-    "tests/test_schedule.py",  # 87
-    "tests/test_ladders.py",  # 85
-    "tests/test_risk.py",  # 75
-    "tests/test_plot.py",  # 64
-    "tests/test_curves.py",  # 58
-    "tests/test_interrupts.py",  # 56
-    "tests/test_fit.py",  # 53
-    "tests/test_sum_rule.py",  # 49
-    "tests/test_chinchilla.py",  # 47
-    "tests/test_sweep_distributed.py",  # 32
-    "tests/test_prefix.py",  # 26
-    "nqs_engine/_fit/_bootstrap.py",  # 25
-    "tests/test_cli.py",  # 22
-    "tests/test_sweep.py",  # 20
-    "tests/test_cli_fit.py",  # 20
-)
-
-
-def pytest_collection_modifyitems(session, config, items):
-    """Order the collected tests by `LONGEST_FIRST` (a stable sort: within a file, and among
-    the files not listed, the collection order stays)."""
-    rank = {path: i for i, path in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))
-
-
 @pytest.fixture
 def getkey():
     """A fresh, deterministic PRNG key on every call."""
