@@ -86,6 +86,7 @@ _EXPORTS = {
     "SimulationResult": "._simulate",
     "simulate_sgd": "._simulate",
     "sweep": "._sweep",
+    "synthetic_ladder": "._synthetic",
 }
 
 if TYPE_CHECKING:  # for type checkers and editors: the same names, imported eagerly
@@ -158,6 +159,7 @@ if TYPE_CHECKING:  # for type checkers and editors: the same names, imported eag
     from ._simulate import SimulationResult as SimulationResult
     from ._simulate import simulate_sgd as simulate_sgd
     from ._sweep import sweep as sweep
+    from ._synthetic import synthetic_ladder as synthetic_ladder
 
 __all__ = sorted(_EXPORTS)
 

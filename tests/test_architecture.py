@@ -22,7 +22,8 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "nqs_engine"
 #: (the facade `__init__` re-exports everything and is not layered).
 LAYERS = {
     "core": ("_custom_types", "_misc", "_presets", "_columnar", "_chunk", "_quadrature", "_params", "_breakdown", "_logs",
-             "_schedule", "_risk", "_simulate", "_runs", "_io", "_metrics"),
+             "_schedule", "_risk", "_simulate", "_runs", "_io", "_metrics",
+             "_synthetic"),
     "models": ("_model",),
     "procedures": ("_fit", "_plan", "_sweep", "_backtest", "_prefix", "_curves", "_distributed"),
     "views": ("plot",),
