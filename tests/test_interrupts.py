@@ -65,7 +65,7 @@ def big(tmp_path_factory):
 
 def interrupt(folder, runs, delay: float, number: int):
     """Run predict, send signal `number` after `delay` s; (status, stderr, files left) or None
-    if the command had already finished."""
+    if the command had already finished (before the signal, or past its last check)."""
     out = folder / "interrupted.csv"
     process = subprocess.Popen(command(runs, out), env=environment(folder),
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
@@ -77,6 +77,15 @@ def interrupt(folder, runs, delay: float, number: int):
         return None
     process.send_signal(number)
     _, stderr = process.communicate(timeout=120)
+    if process.returncode == 0:
+        # The signal came after the command's last check: it had written its output and
+        # holds signals blocked while it says so and exits, so the run ended whole, as if
+        # it had finished first. That must mean all of the output and the closing line.
+        with open(out) as f:
+            assert sum(1 for _ in f) == ROWS + 1, "exit 0 with a partial output"
+        assert stderr.count("\n") == 1 and f"-> {out}" in stderr, stderr
+        out.unlink()
+        return None
     left = sorted(p.name for p in folder.iterdir() if p.name.startswith((".interrupted",
                                                                           "interrupted")))
     out.unlink(missing_ok=True)
