@@ -14,7 +14,7 @@ import numpy as np
 from ._params import NQSParams, preset
 from ._risk._risk import risk
 
-#: The design (module docstring of [`synthetic_ladder`][]): per split, the isoFLOP
+#: The design (see the docstring of [`synthetic_ladder`][]): per split, the isoFLOP
 #: budgets (FLOPs), smallest model and number of doublings; the isotoken model sizes,
 #: tokens per parameter, batch sizes and the fewest steps a run may take.
 _ISOFLOP = {"train": ((1e15, 4e15, 1.5e16, 6e16), 2.5e5, 11),
@@ -33,8 +33,9 @@ def _isoflop(budgets, smallest, sizes, seq_len):
     D = C / (6.0 * N)
     keep = (D / N >= _TOKENS_PER_PARAM[0]) & (D / N <= _TOKENS_PER_PARAM[1])
     N, D = N[keep], D[keep]
-    B = np.round(np.sqrt(D / (6.0 * seq_len)))  # K ~ 6 B, as in the measured ladder
-    return N, B, np.round(D / (B * seq_len))
+    # K ~ 6 B, as in the measured ladder; at least one sequence and one step at any seq_len
+    B = np.maximum(1.0, np.round(np.sqrt(D / (6.0 * seq_len))))
+    return N, B, np.maximum(1.0, np.round(D / (B * seq_len)))
 
 
 def _isotoken(N, tokens_per_param, batches, min_steps, seq_len):
@@ -62,8 +63,8 @@ def synthetic_ladder(
 
     - **isoFLOP** runs: for budgets $C$ and model sizes $N$ doubling from a smallest
       one, $D = C / (6N)$ tokens (kept when $0.5 \le D/N \le 700$), batch
-      $B = \mathrm{round}\sqrt{D / (6\,\ell)}$ sequences of $\ell$ = `seq_len` tokens
-      and $K = \mathrm{round}(D / (B \ell))$ steps;
+      $B = \max(1, \mathrm{round}\sqrt{D / (6\,\ell)})$ sequences of $\ell$ = `seq_len`
+      tokens and $K = \max(1, \mathrm{round}(D / (B \ell)))$ steps;
     - **isotoken** runs: a fixed $N$ and tokens per parameter $D/N$, the batch
       size doubling, $K = \mathrm{round}((D/N) N / (B \ell))$ (kept when $K$ reaches
       a floor: 40 steps for training runs, 100 for test runs).

@@ -70,6 +70,13 @@ def test_runs_keep_their_budget_and_their_tokens_per_parameter(seq_len):
     assert np.all(np.abs(tokens[~iso] / runs["N"][~iso] / target[~iso] - 1) <= bound[~iso])
 
 
+def test_any_sequence_length_gives_real_runs():
+    """Even sequences longer than a run's tokens: at least one sequence and one step each."""
+    runs = nqs.synthetic_ladder(seq_len=10**9)
+    assert np.all(runs["B"] >= 1) and np.all(runs["K"] >= 1)
+    assert np.all(np.isfinite(runs["loss"]))
+
+
 def test_losses_are_the_risk_times_seeded_lognormal_noise():
     params, lr = nqs.preset("pythia-owt2")
     clean = nqs.synthetic_ladder(noise=0.0)
