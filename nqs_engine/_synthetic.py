@@ -11,6 +11,7 @@ import numbers
 
 import numpy as np
 
+from ._misc import positive_integer, positive_scalar
 from ._params import NQSParams, preset
 from ._risk._risk import risk
 
@@ -98,13 +99,10 @@ def synthetic_ladder(
     ...                                          clean["K"], lr=lr).total))
     True
     """
-    if isinstance(noise, bool) or not isinstance(noise, numbers.Real) or not (
-            np.isfinite(noise) and noise >= 0):
-        raise ValueError(f"noise must be a finite number >= 0, got {noise!r}")
+    noise = positive_scalar(noise, "noise", allow_zero=True)
+    seq_len = positive_integer(seq_len, "seq_len")
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
         raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
-    if isinstance(seq_len, bool) or not isinstance(seq_len, numbers.Integral) or seq_len < 1:
-        raise ValueError(f"seq_len must be a positive integer, got {seq_len!r}")
     if (params is None) != (lr is None):
         raise ValueError("give params and lr together, or neither (the pythia-owt2 preset)")
     if params is None:
