@@ -216,6 +216,24 @@ def test_the_library_never_imports_the_command_line():
     assert not [(m, t) for m in library for t in edges[m] if layer(t) == "cli"]
 
 
+def test_every_model_is_registered_by_the_models_package():
+    """A fresh process that imports only `nqs_engine._model` (as the command line does before
+    it looks up `--model` or a parameters file's `"model"`) knows every model kind that a
+    module of `nqs_engine/_model/` defines."""
+    import json
+    import subprocess
+
+    defined = set()
+    for path in sorted((PACKAGE / "_model").glob("*.py")):
+        defined |= set(re.findall(r'^    kind: ClassVar\[str\] = "([^"]+)"', path.read_text(),
+                                  re.MULTILINE))
+    assert {"nqs", "chinchilla", "nqs-sizes"} <= defined
+    code = "import json, nqs_engine._model as m; print(json.dumps(sorted(m.MODEL_KINDS)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=PACKAGE.parent)
+    assert set(json.loads(out.stdout)) == defined
+
+
 if __name__ == "__main__":
     m = measures()
     print(f"{m['modules']} modules, {m['imports']} imports between them")
