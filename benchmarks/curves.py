@@ -1,11 +1,12 @@
 """Loss curves (issue #15): schedule transfer across sizes, prefix -> endpoint, compute laws.
 
-    python benchmarks/curves.py [--data ../shared/data] [--fractions 0.1,...,0.9]
+    python benchmarks/curves.py [--data ../shared/data] [--fractions 0.1,...,0.9] [--baseline]
 
 On the Multi-Power Law curves (`../shared/data/mpl/{25,100}/*.csv`, 9 schedules x
 2 model sizes, read here and never copied):
 
-1. **Schedule transfer.** One sized NQS (`nqs.SizedNQS`) fitted jointly to the
+1. **Schedule transfer.** One sized NQS with norm growth (`nqs.NormSizedNQS`;
+   `--baseline` adds `nqs.SizedNQS`, without it) fitted jointly to the
    curves of cosine_24000, constant_24000 and wsdcon_9 at both sizes, from the
    logged learning rates (`Runs.from_curves`, warmup 0 -> 3e-4 over 2160 steps),
    predicts the whole curve of the six other schedules. Per (size, schedule):
@@ -83,11 +84,11 @@ def curves_runs(c, mask, loss=True):
                                 warmup=WARMUP)
 
 
-def transfer(c) -> dict:
-    """One fit across sizes on the training schedules; every curve predicted."""
+def transfer(c, model) -> dict:
+    """One fit of `model` across sizes on the training schedules; every curve predicted."""
     train = np.isin(c["schedule"], TRAIN)
     t0 = time.perf_counter()
-    result = nqs.fit(curves_runs(c, train), nqs.SizedNQS(), seed=0)
+    result = nqs.fit(curves_runs(c, train), model, seed=0)
     fit_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     pred = np.asarray(result.model.predict(curves_runs(c, np.ones(train.size, bool), False)))
@@ -121,25 +122,33 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=pathlib.Path, default=DATA)
     parser.add_argument("--fractions", default=",".join(str(p) for p in FRACTIONS))
+    parser.add_argument("--baseline", action="store_true",
+                        help="also fit the sized NQS without norm growth (about a minute more)")
     args = parser.parse_args()
     if not (args.data / "mpl").is_dir():
         raise SystemExit(f"{args.data / 'mpl'}: no such folder (the MPL curves)")
     started = time.perf_counter()
     c = load(args.data)
 
-    print("1. schedule transfer: one fit on", ", ".join(TRAIN), "at both sizes", flush=True)
-    tr = transfer(c)
-    print(f"   fit {tr['fit']['wall_time_s']:.0f} s, objective {tr['fit']['objective']:.4g}")
-    print(f"   {'size':>4} {'schedule':18} {'role':5} {'MAE':>7} {'worst':>7} {'final':>8}")
-    for r in tr["rows"]:
-        flag = "" if r["train"] else ("  MAE ok" if r["mae_ok"] else "  MAE miss") + (
-            ", final ok" if r["final_ok"] else ", final miss")
-        print(f"   {r['size']:>3}M {r['schedule']:18} {'train' if r['train'] else 'held':5} "
-              f"{r['mae']:7.4f} {r['worst']:7.4f} {r['final']:+8.4f}{flag}")
-    for size, s in tr["summary"].items():
-        print(f"   {size}M held-out: MAE mean {s['held_out_mae_mean']:.4f} (MPL published "
-              f"{s['mpl_published_mae_text']}), max {s['held_out_mae_max']:.4f}; MAE <= 0.005 on "
-              f"{s['mae_ok']}/{s['held_out']}, |final| <= 0.006 on {s['final_ok']}/{s['held_out']}")
+    models = [nqs.NormSizedNQS()] + ([nqs.SizedNQS()] if args.baseline else [])
+    done = {}
+    for model in models:
+        print(f"1. schedule transfer ({model.kind}): one fit on", ", ".join(TRAIN),
+              "at both sizes", flush=True)
+        done[model.kind] = tr = transfer(c, model)
+        print(f"   fit {tr['fit']['wall_time_s']:.0f} s, objective {tr['fit']['objective']:.4g}")
+        print(f"   {'size':>4} {'schedule':18} {'role':5} {'MAE':>7} {'worst':>7} {'final':>8}")
+        for r in tr["rows"]:
+            flag = "" if r["train"] else ("  MAE ok" if r["mae_ok"] else "  MAE miss") + (
+                ", final ok" if r["final_ok"] else ", final miss")
+            print(f"   {r['size']:>3}M {r['schedule']:18} {'train' if r['train'] else 'held':5} "
+                  f"{r['mae']:7.4f} {r['worst']:7.4f} {r['final']:+8.4f}{flag}")
+        for size, s in tr["summary"].items():
+            print(f"   {size}M held-out: MAE mean {s['held_out_mae_mean']:.4f} (MPL published "
+                  f"{s['mpl_published_mae_text']}), max {s['held_out_mae_max']:.4f}; MAE <= "
+                  f"0.005 on {s['mae_ok']}/{s['held_out']}, |final| <= 0.006 on "
+                  f"{s['final_ok']}/{s['held_out']}")
+    tr = done[models[0].kind]
 
     print("2. prefix -> endpoint", flush=True)
     log = CurveLog.from_arrays(c["run"], c["N"], c["step"], c["lr"], c["loss"], warmup=WARMUP)
@@ -185,6 +194,8 @@ def main() -> None:
     payload = {
         "wall_time_s": wall,
         "transfer": {k: v for k, v in tr.items() if k not in ("model", "pred")},
+        "transfer_baseline": ({k: v for k, v in done["nqs-sizes"].items()
+                               if k not in ("model", "pred")} if "nqs-sizes" in done else None),
         "prefix": {"fractions": pre.fractions.tolist(), "table": table, "at_half": at_half,
                    "per_run_at_half": per_run, "wall_time_s": prefix_s,
                    "fits": [{k: v for k, v in fit.items() if k != "params"} for fit in pre.fits]},

@@ -311,9 +311,11 @@ def _plan(b: _Builder) -> None:
 
 def _curves(b: _Builder) -> None:
     d = b.data
+    kind = d.get("transfer", {}).get("fit", {}).get("params", {}).get("model", "nqs-sizes")
+    name = {"nqs-sizes": "nqs.SizedNQS", "nqs-sizes-norm": "nqs.NormSizedNQS"}.get(kind, kind)
     for size, s in sorted(d.get("transfer", {}).get("summary", {}).items(), key=lambda t: int(t[0])):
         with b.optional():
-            b.add(f"schedule transfer on the MPL curves, one NQS across sizes (nqs.SizedNQS) fitted "
+            b.add(f"schedule transfer on the MPL curves, one NQS across sizes ({name}) fitted "
                   f"on 3 schedules x 2 sizes: mean held-out MAE over the {s['held_out']} unseen "
                   f"schedules' curves, {size}M (nats; MAE <= 0.005 on {s['mae_ok']}/{s['held_out']}, "
                   f"final within 0.006 on {s['final_ok']}/{s['held_out']}; worst curve "

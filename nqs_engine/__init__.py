@@ -58,6 +58,7 @@ _EXPORTS = {
     "latin_hypercube_starts": "._model._nqs",
     "predict_runs": "._model._nqs",
     "SizedNQS": "._model._nqs_sizes",
+    "NormSizedNQS": "._model._nqs_norm",
     "DEFAULT_LR": "._params",
     "PARAM_NAMES": "._params",
     "PRESETS": "._params",
@@ -131,6 +132,7 @@ if TYPE_CHECKING:  # for type checkers and editors: the same names, imported eag
     from ._model._nqs import latin_hypercube_starts as latin_hypercube_starts
     from ._model._nqs import predict_runs as predict_runs
     from ._model._nqs_sizes import SizedNQS as SizedNQS
+    from ._model._nqs_norm import NormSizedNQS as NormSizedNQS
     from ._params import DEFAULT_LR as DEFAULT_LR
     from ._params import PARAM_NAMES as PARAM_NAMES
     from ._params import PRESETS as PRESETS

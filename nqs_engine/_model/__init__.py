@@ -13,3 +13,4 @@ from ._nqs import nqs_model as nqs_model
 from ._nqs import as_model as as_model
 from ._nqs_lr import LearningRateNQS as LearningRateNQS
 from ._nqs_sizes import SizedNQS as SizedNQS
+from ._nqs_norm import NormSizedNQS as NormSizedNQS

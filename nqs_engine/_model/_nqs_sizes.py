@@ -245,11 +245,7 @@ class SizedNQS(AbstractLossModel):
     def predict_prepared(self, data: NQSData | NQSCurveData) -> FloatArray:
         if isinstance(data, NQSCurveData):
             return sized_curve_losses(self, data)
-        N_eff, R_N, capacity = self.size_terms(data.N)
-        theta = sized_theta(self, R_N, data.N.dtype)
-        terms = risk_terms(theta, N_eff, self.lr * data.mult, data.batches, data.steps,
-                           data.rule, data.chunk, check=False, scan=data.scan)
-        return terms[0] + terms[1] + terms[2] + terms[3] + capacity
+        return sized_final_losses(self, data)
 
     def planning_loss(self, N, B, K, seq_len):
         dtype = jnp.result_type(float)
@@ -320,16 +316,32 @@ def sized_theta(model: SizedNQS, R_N: FloatArray, dtype) -> FloatArray:
     return jnp.stack(rows)
 
 
-def sized_curve_losses(model: SizedNQS, data: NQSCurveData) -> FloatArray:
+def sized_final_losses(model: SizedNQS, data: NQSData, mult: FloatArray | None = None
+                       ) -> FloatArray:
+    r"""The final loss of every row of `data`: the NQS on $\kappa N$ directions with noise
+    $R_N$ over the row's segments, plus the capacity term. `mult` `(n, S)` replaces the
+    segments' step-size multipliers (default `data.mult`)."""
+    N_eff, R_N, capacity = model.size_terms(data.N)
+    theta = sized_theta(model, R_N, data.N.dtype)
+    mult = data.mult if mult is None else mult
+    terms = risk_terms(theta, N_eff, model.lr * mult, data.batches, data.steps,
+                       data.rule, data.chunk, check=False, scan=data.scan)
+    return terms[0] + terms[1] + terms[2] + terms[3] + capacity
+
+
+def sized_curve_losses(model: SizedNQS, data: NQSCurveData, mult: FloatArray | None = None
+                       ) -> FloatArray:
     r"""The loss at every row of curve data: for each run (nominal size $N$) one pass of the NQS
-    on $\kappa N$ directions with noise $R_N$ over its pieces, plus the capacity term."""
+    on $\kappa N$ directions with noise $R_N$ over its pieces, plus the capacity term. `mult`
+    `(R, P)` replaces the pieces' step-size multipliers (default `data.mult`)."""
     N_eff, R_N, capacity = model.size_terms(data.N)
     theta = sized_theta(model, R_N, data.N.dtype)
 
     def one(th, n, mult, batches, lengths):
         return pieces_trajectory(tuple(th), n, model.lr * mult, batches, lengths, data.rule)
 
-    bias, var = jax.vmap(one)(theta.T, N_eff, data.mult, data.batches, data.lengths)
+    mult = data.mult if mult is None else mult
+    bias, var = jax.vmap(one)(theta.T, N_eff, mult, data.batches, data.lengths)
     fixed = theta[4] + approximation_term(theta[0], theta[2], N_eff, data.rule) + capacity
     total = fixed[:, None] + bias + var
     return total[data.row_run, data.row_piece]
@@ -498,5 +510,6 @@ __all__ = [
     "pad_pieces",
     "piece_bucket",
     "sized_curve_losses",
+    "sized_final_losses",
     "sized_theta",
 ]
