@@ -213,6 +213,10 @@ def test_parameters_file_round_trip_and_errors(tmp_path):
         nqs.model_from_dict({**data, "T": -1.0})
     with pytest.raises(ValueError, match="parameter h = -0.1 must be finite and >= 0"):
         nqs.model_from_dict({**data, "h": -0.1})
+    with pytest.raises(ValueError, match="parameter eta = nan must be finite$"):
+        nqs.NormSizedNQS(SIZED, eta=float("nan")).check()
+    with pytest.raises(ValueError, match="parameter T = -2 must be finite and > 0"):
+        nqs.NormSizedNQS(SIZED, T=np.array([1.0, -2.0])).check()
     with pytest.raises(ValueError, match="'pieces' must be an integer >= 1"):
         nqs.model_from_dict({**data, "pieces": 2.5})
     with pytest.raises(ValueError, match="pieces must be an integer >= 1"):

@@ -237,12 +237,12 @@ class NormSizedNQS(AbstractLossModel):
     def check(self) -> None:
         """The sized NQS's checks, then `h` >= 0, `eta` finite, `T` > 0 and finite."""
         self.sized.check()
-        for name, ok, rule in (("h", lambda v: v >= 0, ">= 0"), ("eta", lambda v: v == v, "finite"),
-                               ("T", lambda v: v > 0, "> 0")):
-            v = np.asarray(getattr(self, name), float)
-            if not np.all(np.isfinite(v) & ok(v)):
-                raise ValueError(f"parameter {name} = {float(np.ravel(v)[0]):g} must be finite "
-                                 f"and {rule}")
+        for name, ok, rule in (("h", lambda v: v >= 0, " and >= 0"),
+                               ("eta", lambda v: v == v, ""), ("T", lambda v: v > 0, " and > 0")):
+            v = np.ravel(np.asarray(getattr(self, name), float))
+            bad = ~(np.isfinite(v) & ok(v))
+            if bad.any():
+                raise ValueError(f"parameter {name} = {float(v[bad][0]):g} must be finite{rule}")
 
     def check_peak(self, peak: float) -> None:
         """As the sized NQS: the effective step size never exceeds the schedule's."""
