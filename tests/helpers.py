@@ -143,3 +143,46 @@ def _segment_factors(x, k):
         geo = np.where(x == 0.0, k, np.where(x == 1.0, 1.0 if k > 0 else 0.0,
                                               -np.expm1(y) / (x * (2.0 - x))))
     return a2k, geo
+
+
+#: Synthetic loss curves: warmup from lr 0 over WARMUP steps, then the shape, K steps,
+#: checkpoints every EVERY steps, peak learning rate PEAK.
+WARMUP, K, EVERY, PEAK = 200, 3000, 100, 3e-4
+
+
+def curve_lr(name: str, t: np.ndarray) -> np.ndarray:
+    """Per-step learning rate of the synthetic schedules (warmup from 0, then the shape)."""
+    x = np.clip((t - WARMUP) / (K - WARMUP), 0, 1)
+    shape = {"constant": np.ones_like(x), "cosine": 0.1 + 0.45 * (1 + np.cos(np.pi * x)),
+             "step": np.where(t < 2000, 1.0, 0.3)}[name]
+    return PEAK * np.where(t < WARMUP, t / WARMUP, shape)
+
+
+def curve_table(model, names=("constant", "cosine", "step"), sizes=(25e6, 100e6)):
+    """Columns run, N, step, lr, loss of synthetic curves logged with their learning rate as
+    real logs are, the loss predicted by `model` (any loss model that reads curves)."""
+    import nqs_engine as nqs
+
+    step = np.arange(WARMUP + EVERY, K + 1, EVERY, dtype=float)
+    cols = {k: [] for k in ("run", "N", "step", "lr")}
+    for N in sizes:
+        for name in names:
+            cols["run"] += [f"{N / 1e6:g}M/{name}"] * step.size
+            cols["N"] += [N] * step.size
+            cols["step"] += step.tolist()
+            cols["lr"] += curve_lr(name, step).tolist()
+    cols = {k: np.asarray(v) for k, v in cols.items()}
+    runs = nqs.Runs.from_curves(cols["N"], cols["step"], cols["lr"], run=cols["run"],
+                                warmup=WARMUP)
+    cols["loss"] = np.asarray(model.predict(runs))
+    return cols
+
+
+def curve_runs(cols, mask=None, loss=True):
+    """`Runs.from_curves` of the rows of `cols` where `mask` is true (default all)."""
+    import nqs_engine as nqs
+
+    m = np.ones(cols["step"].size, bool) if mask is None else mask
+    return nqs.Runs.from_curves(cols["N"][m], cols["step"][m], cols["lr"][m],
+                                cols["loss"][m] if loss else None, run=cols["run"][m],
+                                warmup=WARMUP)

@@ -15,10 +15,11 @@ import nqs_engine as nqs
 from nqs_engine._model._nqs_norm import NormSizedNQSSpace, effective_multipliers
 from nqs_engine.cli import main
 
+from helpers import curve_runs, curve_table
+
 PARAMS = nqs.NQSParams(p=1.4, q=0.9, P=3.0, Q=0.02, e_irr=2.0, R=0.3, r=1.5)
 SIZED = nqs.SizedNQS(PARAMS, kappa=2e-4, A=0.3, alpha=0.34, rho=0.15)
 TRUTH = nqs.NormSizedNQS(SIZED, h=2e-3, eta=0.5, T=800.0)
-WARMUP, K, EVERY, PEAK = 200, 3000, 100, 3e-4
 
 
 def _brute_force(model: nqs.NormSizedNQS, N: float, B: float, mult: np.ndarray) -> float:
@@ -112,32 +113,11 @@ def test_norm_growth_anneals_a_long_constant_run():
     assert h_small > h_big
 
 
-def _lr(name: str, t: np.ndarray) -> np.ndarray:
-    x = np.clip((t - WARMUP) / (K - WARMUP), 0, 1)
-    shape = {"constant": np.ones_like(x), "cosine": 0.1 + 0.45 * (1 + np.cos(np.pi * x)),
-             "step": np.where(t < 2000, 1.0, 0.3)}[name]
-    return PEAK * np.where(t < WARMUP, t / WARMUP, shape)
-
-
 def _table(names=("constant", "cosine", "step"), sizes=(25e6, 100e6), model=TRUTH):
-    step = np.arange(WARMUP + EVERY, K + 1, EVERY, dtype=float)
-    cols = {k: [] for k in ("run", "N", "step", "lr")}
-    for N in sizes:
-        for name in names:
-            cols["run"] += [f"{N / 1e6:g}M/{name}"] * step.size
-            cols["N"] += [N] * step.size
-            cols["step"] += step.tolist()
-            cols["lr"] += _lr(name, step).tolist()
-    cols = {k: np.asarray(v) for k, v in cols.items()}
-    cols["loss"] = np.asarray(model.predict(_runs(cols, loss=False)))
-    return cols
+    return curve_table(model, names, sizes)
 
 
-def _runs(cols, mask=None, loss=True):
-    m = np.ones(cols["step"].size, bool) if mask is None else mask
-    return nqs.Runs.from_curves(cols["N"][m], cols["step"][m], cols["lr"][m],
-                                cols["loss"][m] if loss and "loss" in cols else None,
-                                run=cols["run"][m], warmup=WARMUP)
+_runs = curve_runs
 
 
 @pytest.fixture(scope="module")

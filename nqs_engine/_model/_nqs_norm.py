@@ -53,7 +53,7 @@ import numpy as np
 from scipy.stats import qmc
 
 from .._custom_types import FloatArray, RealLike
-from .._risk._risk import float_array, schedule_risk
+from .._risk._risk import float_array
 from .._runs import Runs
 from .._schedule import Schedule
 from ._base import AbstractFitSpace, AbstractLossModel, FitDefaults, read_values
@@ -63,6 +63,7 @@ from ._nqs_sizes import (
     SizedBreakdown,
     SizedNQS,
     SizedNQSSpace,
+    call_schedule,
     sized_curve_losses,
     sized_final_losses,
 )
@@ -216,13 +217,7 @@ class NormSizedNQS(AbstractLossModel):
         if inputs:
             raise ValueError(f"the norm-growth sized NQS takes no inputs besides N and the "
                              f"schedule, got {', '.join(inputs)}")
-        if schedule is None:
-            if B is None or K is None:
-                raise ValueError("give B and K, or a schedule")
-            B, K = float_array(B, "B"), float_array(K, "K")
-            schedule = Schedule(jnp.ones(jnp.shape(K) + (1,)), B[..., None], K[..., None])
-        elif B is not None or K is not None:
-            raise ValueError("give B and K, or a schedule, not both")
+        schedule = call_schedule(B, K, schedule)
         N = float_array(N, "N")
         shape = jnp.broadcast_shapes(N.shape, schedule.lr.shape[:-1])
         S = schedule.lr.shape[-1]

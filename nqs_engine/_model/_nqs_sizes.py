@@ -187,13 +187,7 @@ class SizedNQS(AbstractLossModel):
         if inputs:
             raise ValueError(f"the sized NQS takes no inputs besides N and the schedule, got "
                              f"{', '.join(inputs)}")
-        if schedule is None:
-            if B is None or K is None:
-                raise ValueError("give B and K, or a schedule")
-            B, K = float_array(B, "B"), float_array(K, "K")
-            schedule = Schedule(jnp.ones(jnp.shape(K) + (1,)), B[..., None], K[..., None])
-        elif B is not None or K is not None:
-            raise ValueError("give B and K, or a schedule, not both")
+        schedule = call_schedule(B, K, schedule)
         N = float_array(N, "N")
         N_eff, _, capacity = self.size_terms(N)
         out = schedule_risk(self.nqs_params(N), N_eff, schedule, lr=self.lr, rule=self.rule)
@@ -284,6 +278,27 @@ class SizedNQS(AbstractLossModel):
         except ValueError as exc:
             raise ValueError(f"{source}: {exc}") from None
         return model
+
+
+def call_schedule(B: RealLike, K: RealLike, schedule: Schedule | None) -> Schedule:
+    """The schedule a model call runs: `schedule`, or one constant segment of `K` steps at
+    batch size `B` (each checked, by name); `ValueError` for both or neither.
+
+    **Example:**
+
+    >>> from nqs_engine._model._nqs_sizes import call_schedule
+    >>> s = call_schedule([64.0, 128.0], [1000.0, 1000.0], None)
+    >>> s.batch.tolist(), s.steps.tolist()
+    ([[64.0], [128.0]], [[1000.0], [1000.0]])
+    """
+    if schedule is None:
+        if B is None or K is None:
+            raise ValueError("give B and K, or a schedule")
+        B, K = float_array(B, "B"), float_array(K, "K")
+        return Schedule(jnp.ones(jnp.shape(K) + (1,)), B[..., None], K[..., None])
+    if B is not None or K is not None:
+        raise ValueError("give B and K, or a schedule, not both")
+    return schedule
 
 
 def piece_bucket(P: int) -> int:
@@ -507,6 +522,7 @@ __all__ = [
     "SizedBreakdown",
     "SizedNQS",
     "SizedNQSSpace",
+    "call_schedule",
     "pad_pieces",
     "piece_bucket",
     "sized_curve_losses",
