@@ -50,7 +50,6 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from scipy.stats import qmc
 
 from .._custom_types import FloatArray, RealLike
 from .._risk._risk import float_array
@@ -288,10 +287,6 @@ class NormSizedNQS(AbstractLossModel):
     def from_values(cls, values: Mapping[str, Any], source: str) -> "NormSizedNQS":
         own = {k: values[k] for k in (*NORM_NAMES, "pieces") if k in values}
         rest = {k: v for k, v in values.items() if k not in own}
-        missing = [k for k in NORM_NAMES if k not in own]
-        if missing:
-            raise ValueError(f"{source}: missing parameter(s) {', '.join(missing)}; expected all "
-                             f"of {', '.join(NORM_SIZED_NAMES)}")
         out = read_values(own, source, NORM_NAMES, {"pieces": DEFAULT_PIECES})
         pieces = out["pieces"]
         if not (float(pieces).is_integer() and pieces >= 1):
@@ -389,6 +384,8 @@ class NormSizedNQSSpace(AbstractFitSpace):
         scale = {"h": 1.0 / self.g_scale, "eta": 1.0, "T": self.t_scale}
         for k in own:
             scale[k] = 1.0
+        from scipy.stats import qmc  # here: scipy.stats costs ~0.4 s to import
+
         sample = qmc.LatinHypercube(d=len(self.free),
                                     seed=np.random.default_rng(seed + 1)).random(base.shape[0])
         values = {}

@@ -49,7 +49,6 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from scipy.stats import qmc
 
 from .._breakdown import AbstractBreakdown
 from .._custom_types import FloatArray, RealLike
@@ -483,6 +482,8 @@ class SizedNQSSpace(AbstractFitSpace):
                 raise ValueError(f"unknown parameter(s) in ranges: {', '.join(sorted(unknown))}")
             bounds.update(ranges)
         n = int(num or 256)
+        from scipy.stats import qmc  # here: scipy.stats costs ~0.4 s to import
+
         sample = qmc.LatinHypercube(d=len(self.free), seed=np.random.default_rng(seed)).random(n)
         values = {}
         for j, name in enumerate(self.free):
