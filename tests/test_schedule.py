@@ -192,6 +192,24 @@ def test_trajectory_equals_truncated_schedule_risk(cfg, data):
         assert_terms_close(curve[:, j], ref, 1e-12)
 
 
+def test_checkpoints_inside_a_short_segment_after_a_long_run_lose_no_steps():
+    """Regression (a draw of the test above): idle segments of 41,622 steps, then 0.001 steps
+    at gamma * Q = 0.5, checkpoints inside that last segment and at its end. The pieces between
+    checkpoints were differences of positions near 41,622, so they summed to 7e-12 steps short
+    of 0.001, and the trajectory at the schedule's end was 2.9e-12 off its risk."""
+    params = nqs.NQSParams(p=2.0, q=1.0, P=1.0, Q=1.0, e_irr=1e-3, R=1.0, r=1.0)
+    steps = [5000.0, 6000.0, 4000.0, 7000.0, 5000.0, 4622.0, 5000.0, 5000.0, 1e-3]
+    sched = make_schedule([(0.0, 64.0, k) for k in steps[:-1]] + [(500.0, 64.0, steps[-1])])
+    K = float(sched.total_steps)
+    checkpoints = np.array([0.0, 41622.0, K, K - 8.6e-4, K - 7e-5, 0.3 * K])
+    curve = as_array(nqs.trajectory(params, 1.0, sched, checkpoints, lr=1e-3))
+    assert_terms_close(curve[:, 2], as_array(nqs.schedule_risk(params, 1.0, sched, lr=1e-3)),
+                       1e-15)
+    for j, k in enumerate(checkpoints):
+        ref = as_array(nqs.schedule_risk(params, 1.0, sched.truncate(k), lr=1e-3))
+        assert_terms_close(curve[:, j], ref, 1e-14)
+
+
 @settings(max_examples=8)
 @given(scheduled_configs(min_segments=2, max_n=1e12), st.data())
 def test_longer_trajectory_extends_shorter_one(cfg, data):
