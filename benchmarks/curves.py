@@ -118,6 +118,37 @@ def transfer(c, model) -> dict:
             "rows": rows, "summary": summary, "model": result.model, "pred": pred}
 
 
+def run_to_run(c, min_shared: int = 50) -> list[dict]:
+    """How far apart the data's own runs are where they follow the same schedule.
+
+    For every pair of curves of one size, the checkpoints (after the warmup) they share
+    up to the first step where their logged learning rates differ; pairs that share at
+    least `min_shared` such checkpoints report the mean and worst absolute difference of
+    their losses there. A difference of exactly 0 means one run was branched off the
+    other (the WSD runs of a constant run); otherwise it is the disagreement of two runs
+    of one schedule: were the runs' deviations from their mean independent, a model of
+    that mean would still miss each curve by about $1/\\sqrt{2}$ of it.
+    """
+    out = []
+    for size in SIZES:
+        for i, a in enumerate(SCHEDULES):
+            for b in SCHEDULES[i + 1:]:
+                ma = (c["size"] == size) & (c["schedule"] == a) & (c["step"] > WARMUP)
+                mb = (c["size"] == size) & (c["schedule"] == b) & (c["step"] > WARMUP)
+                steps, ia, ib = np.intersect1d(c["step"][ma], c["step"][mb],
+                                               return_indices=True)
+                same = np.isclose(c["lr"][ma][ia], c["lr"][mb][ib], rtol=1e-9, atol=0)
+                n = int(np.argmin(same)) if not same.all() else same.size
+                if n < min_shared:
+                    continue
+                diff = c["loss"][ma][ia[:n]] - c["loss"][mb][ib[:n]]
+                out.append({"size": size, "runs": [a, b], "checkpoints": n,
+                            "to_step": float(steps[n - 1]),
+                            "mae": float(np.mean(np.abs(diff))),
+                            "worst": float(np.max(np.abs(diff))), "branched": bool(np.all(diff == 0))})
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=pathlib.Path, default=DATA)
@@ -149,6 +180,12 @@ def main() -> None:
                   f"0.005 on {s['mae_ok']}/{s['held_out']}, |final| <= 0.006 on "
                   f"{s['final_ok']}/{s['held_out']}")
     tr = done[models[0].kind]
+    repro = run_to_run(c)
+    for r in repro:
+        if not r["branched"]:
+            print(f"   the data's own runs: {r['size']}M {r['runs'][0]} and {r['runs'][1]} "
+                  f"follow one schedule to step {r['to_step']:.0f} and differ there by MAE "
+                  f"{r['mae']:.4f} (worst {r['worst']:.4f})")
 
     print("2. prefix -> endpoint", flush=True)
     log = CurveLog.from_arrays(c["run"], c["N"], c["step"], c["lr"], c["loss"], warmup=WARMUP)
@@ -200,6 +237,7 @@ def main() -> None:
                    "per_run_at_half": per_run, "wall_time_s": prefix_s,
                    "fits": [{k: v for k, v in fit.items() if k != "params"} for fit in pre.fits]},
         "compute_law": laws,
+        "run_to_run": repro,
         "targets": {"transfer_mae": TARGET_MAE, "transfer_final": TARGET_FINAL,
                     "benchmark_s": 600},
     }
