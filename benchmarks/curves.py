@@ -145,7 +145,8 @@ def run_to_run(c, min_shared: int = 50) -> list[dict]:
                 out.append({"size": size, "runs": [a, b], "checkpoints": n,
                             "to_step": float(steps[n - 1]),
                             "mae": float(np.mean(np.abs(diff))),
-                            "worst": float(np.max(np.abs(diff))), "branched": bool(np.all(diff == 0))})
+                            "worst": float(np.max(np.abs(diff))),
+                            "branched": bool(np.all(diff == 0))})
     return out
 
 

@@ -332,8 +332,8 @@ def _curves(b: _Builder) -> None:
             b.add(f"the data's own noise, {r['size']}M: two runs of one schedule "
                   f"({r['runs'][0]}, {r['runs'][1]}) over their {r['checkpoints']} shared "
                   f"checkpoints to step {r['to_step']:.0f}, MAE between them (nats; worst "
-                  f"{fmt(r['worst'])}; a model of the mean misses one curve by ~1/sqrt(2) of it)", r["mae"],
-                  better="lower")
+                  f"{fmt(r['worst'])}; a model of the mean misses one curve by ~1/sqrt(2) of "
+                  f"it)", r["mae"], better="lower")
     for size, r in sorted(d.get("prefix", {}).get("at_half", {}).items(), key=lambda t: int(t[0])):
         with b.optional():
             b.add(f"prefix -> endpoint at p = 0.5, {size}M, {r['runs']} runs: NQS endpoint MAE "
