@@ -154,3 +154,37 @@ def test_save_names_the_backend_and_is_atomic(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["plan_gpu.json", "risk_gpu_float64.json"]
     monkeypatch.setattr(_common, "device_info", lambda: {"backend": "cpu", "device": "cpu"})
     assert _common.save("plan", {"x": 1}).name == "plan.json"
+
+
+def test_curves_run_to_run_separates_branched_runs_from_repeated_ones():
+    """benchmarks/curves.py's run-to-run figure on made-up curves whose answer is known."""
+    import numpy as np
+    import curves
+
+    step = np.arange(curves.WARMUP + 40, 24_001, 100.0)
+    rng = np.random.default_rng(0)
+    base = 3.0 + 2.0 * (step / 1e3) ** -0.3
+    a, b = base + rng.normal(0, 1e-3, step.size), base + rng.normal(0, 1e-3, step.size)
+    decay = step > 20_000
+    wsd_lr = np.where(decay, 3e-4 * 0.1 ** ((step - 20_000) / 4000), 3e-4)
+    wsd_loss = np.where(decay, b - 0.05, b)  # branched off constant_72000 at step 20000
+    curves_in = [("constant_24000", np.full(step.size, 3e-4), a),
+                 ("constant_72000", np.full(step.size, 3e-4), b),
+                 ("wsd_20000_24000", wsd_lr, wsd_loss)]
+    c = {
+        "size": np.full(3 * step.size, 25),
+        "schedule": np.repeat([n for n, _, _ in curves_in], step.size),
+        "step": np.tile(step, 3),
+        "lr": np.concatenate([lr for _, lr, _ in curves_in]),
+        "loss": np.concatenate([loss for _, _, loss in curves_in])}
+    out = {tuple(r["runs"]): r for r in curves.run_to_run(c)}
+    assert set(out) == {("constant_24000", "constant_72000"),
+                        ("constant_24000", "wsd_20000_24000"),
+                        ("constant_72000", "wsd_20000_24000")}
+    whole = out[("constant_24000", "constant_72000")]
+    assert not whole["branched"] and whole["checkpoints"] == step.size
+    assert whole["mae"] == pytest.approx(np.mean(np.abs(a - b)))
+    branch = out[("constant_72000", "wsd_20000_24000")]
+    assert branch["branched"] and branch["mae"] == 0.0
+    assert branch["checkpoints"] == int(np.sum(~decay)) and branch["to_step"] == step[~decay][-1]
+    assert not out[("constant_24000", "wsd_20000_24000")]["branched"]
