@@ -24,16 +24,9 @@ TRUTH = nqs.SizedNQS(nqs.NQSParams(p=1.4, q=0.9, P=3.0, Q=0.02, e_irr=2.0, R=0.3
                      kappa=2e-4, A=0.3, alpha=0.34, rho=0.15)
 
 
-def _table(names=("constant", "cosine", "step"), sizes=(25e6, 100e6), model=TRUTH):
-    return curve_table(model, names, sizes)
-
-
-_runs = curve_runs
-
-
 @pytest.fixture(scope="module")
 def table():
-    return _table()
+    return curve_table(TRUTH)
 
 
 def test_reduces_to_the_plain_nqs():
@@ -55,7 +48,7 @@ def test_reduces_to_the_plain_nqs():
 
 
 def test_curves_in_one_pass_equal_each_checkpoint_alone(table):
-    runs = _runs(table)
+    runs = curve_runs(table)
     curves = np.asarray(TRUTH.predict(runs))
     # The same checkpoints as separate runs (unique labels): one configuration each.
     alone = nqs.Runs.from_arrays(runs.N, schedule=runs.schedule, loss=runs.loss)
@@ -73,14 +66,14 @@ def test_bigger_models_are_better_here(table):
 
 
 def test_fit_space_fixes_what_the_sizes_cannot_identify(table):
-    one = _runs(table, table["N"] == 25e6)
+    one = curve_runs(table, table["N"] == 25e6)
     space = TRUTH.fit_space(one)
     assert {"A", "alpha", "rho"}.isdisjoint(space.free) and "kappa" in space.free
     assert any("same model size" in r for r in space.remarks)
-    two = TRUTH.fit_space(_runs(table))
+    two = TRUTH.fit_space(curve_runs(table))
     assert "alpha" not in two.free and {"A", "rho", "kappa"} <= set(two.free)
-    three = _table(names=("constant",), sizes=(1e7, 4e7, 1.6e8))
-    assert "alpha" in TRUTH.fit_space(_runs(three)).free
+    three = curve_table(TRUTH, names=("constant",), sizes=(1e7, 4e7, 1.6e8))
+    assert "alpha" in TRUTH.fit_space(curve_runs(three)).free
     # The flat form round-trips, and every coordinate gives a valid model.
     u = two.to_flat(TRUTH)
     np.testing.assert_allclose(two.to_flat(two.to_model(u)), u, rtol=1e-8, atol=1e-8)
@@ -92,14 +85,14 @@ def test_fit_space_fixes_what_the_sizes_cannot_identify(table):
 
 def test_fit_recovers_the_curves_and_predicts_a_held_out_schedule(table):
     train = ~np.char.endswith(table["run"].astype(str), "/cosine")
-    truth_u = TRUTH.fit_space(_runs(table, train)).to_flat(TRUTH)
-    space = TRUTH.fit_space(_runs(table, train))
+    truth_u = TRUTH.fit_space(curve_runs(table, train)).to_flat(TRUTH)
+    space = TRUTH.fit_space(curve_runs(table, train))
     start = space.to_model(truth_u + np.random.default_rng(1).normal(0, 0.1, truth_u.size))
-    result = nqs.fit(_runs(table, train), start, starts=8, refine=1, init=start, max_steps=60)
+    result = nqs.fit(curve_runs(table, train), start, starts=8, refine=1, init=start, max_steps=60)
     assert type(result.model) is nqs.SizedNQS
     assert np.max(np.abs(result.residuals)) < 2e-4
     held = ~train
-    pred = np.asarray(result.model.predict(_runs(table, held, loss=False)))
+    pred = np.asarray(result.model.predict(curve_runs(table, held, loss=False)))
     err = np.abs(pred - table["loss"][held])
     assert np.mean(err) < 1e-3 and np.max(err) < 3e-3
 
@@ -160,5 +153,5 @@ def test_fit_command_fits_the_sized_nqs(tmp_path, table):
     data = json.loads(params.read_text())
     assert data["model"] == "nqs-sizes" and "kappa" in data
     model = nqs.model_from_dict(data)
-    err = np.asarray(model.predict(_runs(table))) - table["loss"]
+    err = np.asarray(model.predict(curve_runs(table))) - table["loss"]
     assert np.mean(np.abs(err)) < 0.05  # a short fit from random starts: close, not exact

@@ -96,7 +96,7 @@ def test_without_growth_it_is_the_sized_nqs():
     off = nqs.NormSizedNQS(SIZED, h=0.0, eta=0.3, T=1e3)
     assert float(off(5e7, 64, 4000).total) == pytest.approx(float(SIZED(5e7, 64, 4000).total),
                                                              rel=1e-12)
-    runs = _runs(_table(names=("cosine",)))
+    runs = curve_runs(curve_table(TRUTH, names=("cosine",)))
     np.testing.assert_allclose(off.predict(runs), SIZED.predict(runs), rtol=1e-12)
     grid = np.array([1e7, 1e8]), np.array([32.0, 256.0]), np.array([1000.0, 8000.0])
     np.testing.assert_allclose(off.planning_loss(*grid, 128), SIZED.planning_loss(*grid, 128),
@@ -113,20 +113,13 @@ def test_norm_growth_anneals_a_long_constant_run():
     assert h_small > h_big
 
 
-def _table(names=("constant", "cosine", "step"), sizes=(25e6, 100e6), model=TRUTH):
-    return curve_table(model, names, sizes)
-
-
-_runs = curve_runs
-
-
 @pytest.fixture(scope="module")
 def table():
-    return _table()
+    return curve_table(TRUTH)
 
 
 def test_curves_in_one_pass_equal_each_checkpoint_alone(table):
-    runs = _runs(table)
+    runs = curve_runs(table)
     # With one piece per segment, a checkpoint alone is the curve's own pieces: equal.
     coarse = nqs.NormSizedNQS(SIZED, h=TRUTH.h, eta=TRUTH.eta, T=TRUTH.T, pieces=1)
     curves = np.asarray(TRUTH.predict(runs))
@@ -147,26 +140,26 @@ def test_curves_in_one_pass_equal_each_checkpoint_alone(table):
 
 def test_fit_recovers_the_curves_and_predicts_a_held_out_schedule(table):
     train = ~np.char.endswith(table["run"].astype(str), "/cosine")
-    space = TRUTH.fit_space(_runs(table, train))
+    space = TRUTH.fit_space(curve_runs(table, train))
     assert isinstance(space, NormSizedNQSSpace) and {"h", "eta", "T"} <= set(space.free)
     u = space.to_flat(TRUTH)
     np.testing.assert_allclose(space.to_flat(space.to_model(u)), u, rtol=1e-8, atol=1e-8)
     start = space.to_model(u + np.random.default_rng(1).normal(0, 0.1, u.size))
-    result = nqs.fit(_runs(table, train), start, starts=8, refine=1, init=start, max_steps=60)
+    result = nqs.fit(curve_runs(table, train), start, starts=8, refine=1, init=start, max_steps=60)
     assert type(result.model) is nqs.NormSizedNQS
     assert np.max(np.abs(result.residuals)) < 3e-4
     held = ~train
-    pred = np.asarray(result.model.predict(_runs(table, held, loss=False)))
+    pred = np.asarray(result.model.predict(curve_runs(table, held, loss=False)))
     err = np.abs(pred - table["loss"][held])
     assert np.mean(err) < 1e-3 and np.max(err) < 3e-3
 
 
 def test_fit_space_checks_and_fixes(table):
-    one = TRUTH.fit_space(_runs(table, table["N"] == 25e6))
+    one = TRUTH.fit_space(curve_runs(table, table["N"] == 25e6))
     assert "eta" not in one.free and {"h", "T"} <= set(one.free)
     assert any("eta = 0 is fixed" in n for n in one.describe_bounds(TRUTH))
     rng = np.random.default_rng(0)
-    two = TRUTH.fit_space(_runs(table))
+    two = TRUTH.fit_space(curve_runs(table))
     for v in rng.normal(0, 3, (4, two.to_flat(TRUTH).size)):
         two.to_model(v).check()
     cand = two.candidates(16, 0, {"T": (100.0, 200.0)})
@@ -174,7 +167,7 @@ def test_fit_space_checks_and_fixes(table):
     assert np.all((Ts >= 100.0 - 1e-6) & (Ts <= 200.0 + 1e-6))
     with pytest.raises(ValueError, match="unknown parameter"):
         two.candidates(4, 0, {"tau": (1.0, 2.0)})
-    few = _runs(table, np.arange(table["step"].size) < 10)
+    few = curve_runs(table, np.arange(table["step"].size) < 10)
     with pytest.raises(ValueError, match="too few observations to fit the 10 parameters of the "
                        "norm-growth sized NQS: 10 \\(need at least 11"):
         TRUTH.fit_space(few)
