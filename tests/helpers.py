@@ -186,3 +186,19 @@ def curve_runs(cols, mask=None, loss=True):
     return nqs.Runs.from_curves(cols["N"][m], cols["step"][m], cols["lr"][m],
                                 cols["loss"][m] if loss else None, run=cols["run"][m],
                                 warmup=WARMUP)
+
+
+def refit_held_out_cosine(truth, cols):
+    """Fit `truth`'s family to the curves of `cols` other than cosine, from `truth` moved by
+    N(0, 0.1) in its flat coordinates; return the fit space, the fit and the absolute error
+    of its prediction of the held-out cosine curves."""
+    import nqs_engine as nqs
+
+    train = ~np.char.endswith(cols["run"].astype(str), "/cosine")
+    runs = curve_runs(cols, train)
+    space = truth.fit_space(runs)
+    u = space.to_flat(truth)
+    start = space.to_model(u + np.random.default_rng(1).normal(0, 0.1, u.size))
+    result = nqs.fit(runs, start, starts=8, refine=1, init=start, max_steps=60)
+    pred = np.asarray(result.model.predict(curve_runs(cols, ~train, loss=False)))
+    return space, result, np.abs(pred - cols["loss"][~train])

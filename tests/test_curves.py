@@ -18,7 +18,7 @@ import nqs_engine as nqs
 from nqs_engine._model._nqs_sizes import SizedNQSSpace, piece_bucket
 from nqs_engine.cli import main
 
-from helpers import WARMUP, curve_runs, curve_table
+from helpers import WARMUP, curve_runs, curve_table, refit_held_out_cosine
 
 TRUTH = nqs.SizedNQS(nqs.NQSParams(p=1.4, q=0.9, P=3.0, Q=0.02, e_irr=2.0, R=0.3, r=1.5),
                      kappa=2e-4, A=0.3, alpha=0.34, rho=0.15)
@@ -84,16 +84,9 @@ def test_fit_space_fixes_what_the_sizes_cannot_identify(table):
 
 
 def test_fit_recovers_the_curves_and_predicts_a_held_out_schedule(table):
-    train = ~np.char.endswith(table["run"].astype(str), "/cosine")
-    truth_u = TRUTH.fit_space(curve_runs(table, train)).to_flat(TRUTH)
-    space = TRUTH.fit_space(curve_runs(table, train))
-    start = space.to_model(truth_u + np.random.default_rng(1).normal(0, 0.1, truth_u.size))
-    result = nqs.fit(curve_runs(table, train), start, starts=8, refine=1, init=start, max_steps=60)
+    _, result, err = refit_held_out_cosine(TRUTH, table)
     assert type(result.model) is nqs.SizedNQS
     assert np.max(np.abs(result.residuals)) < 2e-4
-    held = ~train
-    pred = np.asarray(result.model.predict(curve_runs(table, held, loss=False)))
-    err = np.abs(pred - table["loss"][held])
     assert np.mean(err) < 1e-3 and np.max(err) < 3e-3
 
 

@@ -15,7 +15,7 @@ import nqs_engine as nqs
 from nqs_engine._model._nqs_norm import NormSizedNQSSpace, effective_multipliers
 from nqs_engine.cli import main
 
-from helpers import curve_runs, curve_table
+from helpers import curve_runs, curve_table, refit_held_out_cosine
 
 PARAMS = nqs.NQSParams(p=1.4, q=0.9, P=3.0, Q=0.02, e_irr=2.0, R=0.3, r=1.5)
 SIZED = nqs.SizedNQS(PARAMS, kappa=2e-4, A=0.3, alpha=0.34, rho=0.15)
@@ -139,18 +139,12 @@ def test_curves_in_one_pass_equal_each_checkpoint_alone(table):
 
 
 def test_fit_recovers_the_curves_and_predicts_a_held_out_schedule(table):
-    train = ~np.char.endswith(table["run"].astype(str), "/cosine")
-    space = TRUTH.fit_space(curve_runs(table, train))
+    space, result, err = refit_held_out_cosine(TRUTH, table)
     assert isinstance(space, NormSizedNQSSpace) and {"h", "eta", "T"} <= set(space.free)
     u = space.to_flat(TRUTH)
     np.testing.assert_allclose(space.to_flat(space.to_model(u)), u, rtol=1e-8, atol=1e-8)
-    start = space.to_model(u + np.random.default_rng(1).normal(0, 0.1, u.size))
-    result = nqs.fit(curve_runs(table, train), start, starts=8, refine=1, init=start, max_steps=60)
     assert type(result.model) is nqs.NormSizedNQS
     assert np.max(np.abs(result.residuals)) < 3e-4
-    held = ~train
-    pred = np.asarray(result.model.predict(curve_runs(table, held, loss=False)))
-    err = np.abs(pred - table["loss"][held])
     assert np.mean(err) < 1e-3 and np.max(err) < 3e-3
 
 
